@@ -1,0 +1,242 @@
+"""The agent's local service catalog: what ``/v1/agent/service/register`` stores.
+
+It exists for two readers: the user-event service/tag filters (``agent.filters``), which match
+against the local services keyed by **service ID**, and ``GET /v1/agent/services``.
+
+``parse_registration`` accepts the JSON body of Consul's ``PUT /v1/agent/service/register``.
+Like Go's ``encoding/json``, keys match case-insensitively (``Name``, ``name``, ``NAME``; the last
+spelling wins) and unknown keys (``Check``, ``Checks``, ``EnableTagOverride`` ...) are ignored.
+Every problem raises ``CatalogError`` and leaves the catalog unchanged. Meta is validated with
+Consul's rules and messages (64 pairs, keys ``[A-Za-z0-9_-]{1,128}`` not starting with
+``consul-``, values up to 512 characters).
+
+``Catalog(path=...)`` persists the services as one JSON document, rewritten atomically (temp file
++ ``os.replace``) on every change, and reloaded at start (bad entries are skipped with a warning).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+__all__ = ["Catalog", "CatalogError", "ServiceEntry", "parse_registration"]
+
+log = logging.getLogger(__name__)
+
+_META_MAX_PAIRS = 64
+_META_KEY_MAX = 128
+_META_VALUE_MAX = 512
+_META_RESERVED_PREFIX = "consul-"
+_META_KEY_RE = re.compile(r"[a-zA-Z0-9_-]+")
+
+
+class CatalogError(ValueError):
+    """A service registration Consul would refuse (the message is safe to show the client)."""
+
+
+@dataclass(frozen=True)
+class ServiceEntry:
+    """One locally registered service instance."""
+
+    id: str
+    name: str
+    tags: tuple[str, ...] = ()
+    address: str = ""
+    port: int = 0
+    meta: dict[str, str] = field(default_factory=dict, hash=False)
+
+    def to_json(self, datacenter: str = "dc1") -> dict[str, Any]:
+        """The value shape of ``GET /v1/agent/services`` (keys in Consul's order)."""
+        return {
+            "ID": self.id,
+            "Service": self.name,
+            "Tags": list(self.tags),
+            "Meta": dict(self.meta),
+            "Port": self.port,
+            "Address": self.address,
+            "Weights": {"Passing": 1, "Warning": 1},
+            "EnableTagOverride": False,
+            "Datacenter": datacenter,
+        }
+
+    def to_registration(self) -> dict[str, Any]:
+        """A registration body that ``parse_registration`` turns back into this entry."""
+        return {
+            "ID": self.id,
+            "Name": self.name,
+            "Tags": list(self.tags),
+            "Address": self.address,
+            "Port": self.port,
+            "Meta": dict(self.meta),
+        }
+
+
+def _string(value: Any, what: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise CatalogError(f"Invalid {what}: expected a string")
+    return value
+
+
+def _validate_meta(meta: Mapping[str, str]) -> None:
+    if len(meta) > _META_MAX_PAIRS:
+        raise CatalogError(
+            f"Invalid Service Meta: Node metadata cannot contain more than "
+            f"{_META_MAX_PAIRS} key/value pairs"
+        )
+    for key, value in meta.items():
+        problem = ""
+        if key == "":
+            problem = "Key cannot be blank"
+        elif not _META_KEY_RE.fullmatch(key):
+            problem = "Key contains invalid characters"
+        elif len(key) > _META_KEY_MAX:
+            problem = f"Key is too long (limit: {_META_KEY_MAX} characters)"
+        elif key.startswith(_META_RESERVED_PREFIX):
+            problem = f"Key prefix '{_META_RESERVED_PREFIX}' is reserved for internal use"
+        elif len(value) > _META_VALUE_MAX:
+            problem = f"Value is too long (limit: {_META_VALUE_MAX} characters)"
+        if problem:
+            raise CatalogError(
+                f"Invalid Service Meta: Couldn't load metadata pair ('{key}', '{value}'): {problem}"
+            )
+
+
+def parse_registration(obj: Any) -> ServiceEntry:
+    """Validate a ``PUT /v1/agent/service/register`` body (already JSON-decoded)."""
+    if not isinstance(obj, dict):
+        raise CatalogError("Request decode failed: expected a JSON object")
+    fields: dict[str, Any] = {}
+    for key, value in obj.items():
+        if isinstance(key, str):
+            fields[key.lower()] = value  # Go's encoding/json: case-insensitive, last one wins
+    name = _string(fields.get("name"), "Name")
+    if not name:
+        raise CatalogError("Missing service name")
+    service_id = _string(fields.get("id"), "ID") or name
+    raw_tags = fields.get("tags")
+    if raw_tags is None:
+        raw_tags = []
+    if not isinstance(raw_tags, list) or not all(isinstance(t, str) for t in raw_tags):
+        raise CatalogError("Invalid Tags: expected a list of strings")
+    address = _string(fields.get("address"), "Address")
+    port = fields.get("port")
+    if port is None:
+        port = 0
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise CatalogError("Invalid Port: expected an integer between 0 and 65535")
+    raw_meta = fields.get("meta")
+    if raw_meta is None:
+        raw_meta = {}
+    if not isinstance(raw_meta, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw_meta.items()
+    ):
+        raise CatalogError("Invalid Meta: expected an object of string values")
+    _validate_meta(raw_meta)
+    return ServiceEntry(
+        id=service_id,
+        name=name,
+        tags=tuple(raw_tags),
+        address=address,
+        port=port,
+        meta=dict(raw_meta),
+    )
+
+
+class Catalog:
+    """Local services keyed by ID, optionally persisted to a JSON file."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self._services: dict[str, ServiceEntry] = {}
+        self._path = path
+        self.version = 0  # bumped on every change (for caches and watchers)
+        if path is not None:
+            self._load(path)
+
+    def register(self, entry: ServiceEntry) -> None:
+        """Add or replace the service with ``entry.id``."""
+        self._services[entry.id] = entry
+        self._changed()
+
+    def deregister(self, service_id: str) -> bool:
+        """Remove a service; False when no such ID was registered."""
+        if self._services.pop(service_id, None) is None:
+            return False
+        self._changed()
+        return True
+
+    def get(self, service_id: str) -> ServiceEntry | None:
+        return self._services.get(service_id)
+
+    @property
+    def services(self) -> Mapping[str, ServiceEntry]:
+        """A read-only live view keyed by service ID (what ``should_process`` takes)."""
+        return MappingProxyType(self._services)
+
+    def to_json(self, datacenter: str = "dc1") -> dict[str, dict[str, Any]]:
+        """The whole ``GET /v1/agent/services`` body."""
+        return {sid: e.to_json(datacenter) for sid, e in sorted(self._services.items())}
+
+    def __len__(self) -> int:
+        return len(self._services)
+
+    def __contains__(self, service_id: object) -> bool:
+        return service_id in self._services
+
+    def __iter__(self) -> Iterator[ServiceEntry]:
+        return iter(list(self._services.values()))
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        self.version += 1
+        if self._path is not None:
+            self._save(self._path)
+
+    def _save(self, path: Path) -> None:
+        doc = [e.to_registration() for e in self._services.values()]
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(doc, fh, indent=1, ensure_ascii=False)
+                fh.write("\n")
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    def _load(self, path: Path) -> None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("cannot read service catalog %s: %s; starting empty", path, exc)
+            return
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            log.warning("corrupt service catalog %s: %s; starting empty", path, exc)
+            return
+        if not isinstance(doc, list):
+            log.warning("corrupt service catalog %s: not a list; starting empty", path)
+            return
+        for item in doc:
+            try:
+                entry = parse_registration(item)
+            except CatalogError as exc:
+                log.warning("skipping bad service in %s: %s", path, exc)
+                continue
+            self._services[entry.id] = entry
