@@ -1,0 +1,621 @@
+"""Serf layer on top of the SWIM core, sans-IO: member status, intents, tags, user events.
+
+Wire-compatible with Serf 0.9.4 (``serf/messages.go``): Serf messages travel as memberlist
+user messages ``[8][serf type][msgpack]``; the push-pull user state is
+``[2][msgpack messagePushPull]``; tags live in node meta as ``0xFF + msgpack(map)``.
+
+Semantics follow Serf (Lamport clocks for member status, events and queries; an event dedup
+buffer keyed by LTime; join/leave intents; failed/left member lists with reap and
+reconnect), with rumor's improvements, each documented where it is made:
+
+* fresh events are forwarded at once (``Memberlist.gossip_soon``), not on the next tick;
+* events too big for one datagram go to ``gossip_nodes`` peers over TCP at once (Serf leaves
+  them to the 30 s push-pull);
+* the dedup window (``event_buffer``) is larger than Serf's 512 so bursts are not dropped as
+  "too old";
+* failed members are re-contacted every ``reconnect_interval`` (Serf: 30 s, throttled).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+from gossip import wire
+from gossip.broadcast import BroadcastQueue
+from gossip.config import Addr, Effect, GossipConfig
+from gossip.errors import DecodeError
+from gossip.lamport import LamportClock
+from gossip.membership import Delegate, Keyring, Member, Memberlist
+from gossip.state import State
+
+USER_EVENT_SIZE_HARD_LIMIT = 9 * 1024
+TAG_MAGIC = 0xFF
+
+
+class SerfMsg(IntEnum):
+    LEAVE = 0
+    JOIN = 1
+    PUSH_PULL = 2
+    USER_EVENT = 3
+    QUERY = 4
+    QUERY_RESPONSE = 5
+
+
+class MemberStatus(IntEnum):
+    """Serf member status; same numbers Consul's /v1/agent/members reports."""
+
+    NONE = 0
+    ALIVE = 1
+    LEAVING = 2
+    LEFT = 3
+    FAILED = 4
+
+
+class SerfError(ValueError):
+    """A request the Serf layer refuses (e.g. an event over the size limit)."""
+
+
+@dataclass(frozen=True)
+class SerfConfig:
+    event_size_limit: int = 512
+    event_buffer: int = 4096  # Serf: 512; a larger window survives bursts
+    push_pull_events: int = 512  # newest LTime slots carried in push-pull (Serf: whole ring)
+    query_buffer: int = 512
+    reap_interval: float = 15.0
+    reconnect_timeout: float = 24 * 3600.0
+    tombstone_timeout: float = 24 * 3600.0
+    recent_intent_timeout: float = 300.0
+    broadcast_timeout: float = 5.0
+    max_queue_depth: int = 4096
+    protocol: int = 5
+
+
+@dataclass
+class SerfMember:
+    name: str
+    addr: str
+    port: int
+    tags: dict[str, str]
+    status: MemberStatus
+    status_ltime: int = 0
+    leave_time: float = 0.0
+    vsn: bytes = b""
+
+
+@dataclass(frozen=True)
+class UserEvent:
+    """A user event delivered to the layer above (once per LTime/name/payload)."""
+
+    ltime: int
+    name: str
+    payload: bytes
+    coalesce: bool = False
+
+
+@dataclass(frozen=True)
+class MemberEvent:
+    kind: str  # "join", "leave", "failed", "update", "reap"
+    member: SerfMember
+
+
+Delivery = UserEvent | MemberEvent
+
+
+def encode_tags(tags: Mapping[str, str]) -> bytes:
+    return bytes([TAG_MAGIC]) + wire.packb(dict(tags))
+
+
+def decode_tags(meta: bytes) -> dict[str, str]:
+    """Serf protocol >= 3 tags; any other meta is the legacy role string."""
+    if not meta:
+        return {}
+    if meta[0] != TAG_MAGIC:
+        return {"role": meta.decode("utf-8", "replace")}
+    try:
+        obj = msgpack.unpackb(meta[1:], raw=True, strict_map_key=False)
+    except Exception:
+        return {}
+    if not isinstance(obj, dict):
+        return {}
+    out: dict[str, str] = {}
+    for k, v in obj.items():
+        if isinstance(k, bytes) and isinstance(v, bytes):
+            out[k.decode("utf-8", "replace")] = v.decode("utf-8", "replace")
+    return out
+
+
+def _encode(t: SerfMsg, body: dict[str, Any]) -> bytes:
+    return bytes([t]) + wire.packb(body)
+
+
+def _decode(buf: bytes, what: str) -> dict[bytes, Any]:
+    return wire.unpack_map(buf, what)
+
+
+@dataclass
+class SerfMetrics:
+    events_received: int = 0
+    events_deduped: int = 0
+    events_too_old: int = 0
+    events_fired: int = 0
+    events_reliable_sent: int = 0
+    intents_received: int = 0
+    queries_received: int = 0
+    queue_pruned: int = 0
+    decode_errors: int = 0
+
+
+@dataclass
+class _Slot:
+    ltime: int
+    events: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+class Serf(Delegate):
+    def __init__(self, name: str, addr: Addr, *, rng: random.Random, now: float,
+                 tags: Mapping[str, str] | None = None,
+                 gossip: GossipConfig | None = None, config: SerfConfig | None = None,
+                 keyring: Keyring | None = None) -> None:
+        self.name = name
+        self.cfg = config or SerfConfig()
+        if not 0 < self.cfg.event_size_limit <= USER_EVENT_SIZE_HARD_LIMIT:
+            raise SerfError(f"event_size_limit must be 1..{USER_EVENT_SIZE_HARD_LIMIT}")
+        self.rng = rng
+        self.tags: dict[str, str] = dict(tags or {})
+        self.clock = LamportClock(1)
+        self.event_clock = LamportClock(1)
+        self.query_clock = LamportClock(1)
+        self.event_min_time = 0
+        self.intents = BroadcastQueue((gossip or GossipConfig()).retransmit_mult)
+        self.event_queue = BroadcastQueue((gossip or GossipConfig()).retransmit_mult)
+        self.query_queue = BroadcastQueue((gossip or GossipConfig()).retransmit_mult)
+        self.metrics = SerfMetrics()
+        self.members: dict[str, SerfMember] = {}
+        self.recent_intents: dict[str, tuple[SerfMsg, int, float]] = {}
+        self._events: dict[int, _Slot] = {}
+        self._queries: dict[int, set[int]] = {}
+        self._out: list[Delivery] = []
+        self._ignore_old = False
+        self.left = False
+        self.gcfg = gossip or GossipConfig()
+        self._next_reap = now + self.cfg.reap_interval
+        self._next_reconnect = now + self.gcfg.reconnect_interval
+        self._next_queue_check = now + 30.0
+        self.ml = Memberlist(self.gcfg, name, addr, rng=rng, now=now, delegate=self,
+                             keyring=keyring)
+        self.notify_join(now, self.ml.local)  # memberlist announces the local node too
+
+    # --- sans-IO surface (same as Memberlist's, so shells and the simulator drive either) ---
+
+    def receive_packet(self, now: float, src: Addr, data: bytes) -> None:
+        self.ml.receive_packet(now, src, data)
+
+    def handle_stream(self, now: float, src: Addr, msg: wire.StreamMessage) -> bytes | None:
+        return self.ml.handle_stream(now, src, msg)
+
+    def stream_reply(self, now: float, token: int, reply: wire.StreamMessage | None) -> None:
+        self.ml.stream_reply(now, token, reply)
+
+    def take_effects(self) -> list[Effect]:
+        return self.ml.take_effects()
+
+    def take_deliveries(self) -> list[Delivery]:
+        out, self._out = self._out, []
+        return out
+
+    def next_deadline(self) -> float:
+        return min(self.ml.next_deadline(), self._next_reap, self._next_reconnect,
+                   self._next_queue_check)
+
+    def tick(self, now: float) -> None:
+        self.ml.tick(now)
+        if now >= self._next_reap:
+            self._next_reap = now + self.cfg.reap_interval
+            self._reap(now)
+        if now >= self._next_reconnect:
+            self._next_reconnect = now + self.gcfg.reconnect_interval
+            self._reconnect(now)
+        if now >= self._next_queue_check:
+            self._next_queue_check = now + 30.0
+            for q in (self.intents, self.event_queue, self.query_queue):
+                self.metrics.queue_pruned += q.prune(max(self.cfg.max_queue_depth,
+                                                         2 * len(self.members)))
+
+    # --- operations ---------------------------------------------------------------------
+
+    def join(self, now: float, addrs: list[Addr], ignore_old: bool = False,
+             done: Any = None) -> None:
+        """Push-pull (join=True) with every address; ``done(now, n_ok)`` once all answered."""
+        pending = {"left": len(addrs), "ok": 0}
+        self._ignore_old = ignore_old
+
+        def one(t: float, ok: bool) -> None:
+            pending["left"] -= 1
+            pending["ok"] += int(ok)
+            if pending["left"] == 0:
+                self._ignore_old = False
+                if pending["ok"] > 0:
+                    self._broadcast_join(t, self.clock.time())
+                if done is not None:
+                    done(t, pending["ok"])
+        if not addrs and done is not None:
+            done(now, 0)
+        for a in addrs:
+            self.ml.start_push_pull(now, a, join=True, done=one)
+
+    def user_event(self, now: float, name: str, payload: bytes, coalesce: bool = False) -> int:
+        """Fire an event; returns its LTime.  Raises SerfError over the size limit."""
+        limit = self.cfg.event_size_limit
+        if len(name.encode()) + len(payload) > limit:
+            raise SerfError(f"user event exceeds configured limit of {limit} bytes before "
+                            "encoding")
+        ltime = self.event_clock.time()
+        msg = _encode(SerfMsg.USER_EVENT, {"LTime": ltime, "Name": name, "Payload": payload,
+                                           "CC": coalesce})
+        if len(msg) > limit + 64 and len(msg) > USER_EVENT_SIZE_HARD_LIMIT:
+            raise SerfError(f"encoded user event exceeds configured limit of {limit} bytes "
+                            "after encoding")
+        self.event_clock.increment()
+        self.metrics.events_fired += 1
+        self._handle_user_event(now, ltime, name, payload, coalesce, msg, fresh=True)
+        return ltime
+
+    def leave(self, now: float, done: Any = None) -> None:
+        """Broadcast a leave intent, then memberlist's dead-about-self; ``done()`` after."""
+        ltime = self.clock.time()
+        self.clock.increment()
+        self._leave_intent(now, ltime, self.name, prune=False)
+        self.left = True
+
+        def ml_leave() -> None:
+            self.ml.leave(now, done)
+        if any(m.status is MemberStatus.ALIVE for n, m in self.members.items()
+               if n != self.name):
+            msg = _encode(SerfMsg.LEAVE, {"LTime": ltime, "Node": self.name, "Prune": False})
+            self.intents.queue(msg, on_done=ml_leave)
+            self.ml.gossip_soon()
+        else:
+            ml_leave()
+
+    def force_leave(self, now: float, node: str, prune: bool = False) -> bool:
+        """Serf RemoveFailedNode: broadcast a leave intent for a failed member."""
+        m = self.members.get(node)
+        if m is None:
+            return False
+        ltime = self.clock.time()
+        self.clock.increment()
+        self._leave_intent(now, ltime, node, prune)
+        self.intents.queue(_encode(SerfMsg.LEAVE, {"LTime": ltime, "Node": node,
+                                                    "Prune": prune}))
+        self.ml.gossip_soon()
+        return True
+
+    def set_tags(self, now: float, tags: Mapping[str, str]) -> None:
+        self.tags = dict(tags)
+        self.ml.update_meta(now)
+        local = self.members.get(self.name)
+        if local is not None:
+            local.tags = dict(self.tags)
+
+    def witness_event_time(self, ltime: int) -> None:
+        """Restore the event clock after a restart (the agent persists it)."""
+        self.event_clock.witness(ltime)
+
+    def member_list(self) -> list[SerfMember]:
+        return list(self.members.values())
+
+    # --- memberlist delegate ----------------------------------------------------------
+
+    def node_meta(self, limit: int) -> bytes:
+        meta = encode_tags(self.tags)
+        if len(meta) > limit:
+            raise SerfError(f"encoded tags are {len(meta)} bytes, the limit is {limit}")
+        return meta
+
+    def has_broadcasts(self) -> bool:
+        return bool(self.intents) or bool(self.event_queue) or bool(self.query_queue)
+
+    def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
+        n = self.ml.num_members()
+        out = self.intents.get(overhead, limit, n)
+        used = sum(len(m) + overhead for m in out)
+        for q in (self.query_queue, self.event_queue):
+            got = q.get(overhead, limit - used, n)
+            used += sum(len(m) + overhead for m in got)
+            out.extend(got)
+        return out
+
+    def notify_msg(self, now: float, msg: bytes) -> None:
+        try:
+            self._notify_msg(now, msg)
+        except DecodeError:
+            self.metrics.decode_errors += 1
+            raise
+
+    def _notify_msg(self, now: float, msg: bytes) -> None:
+        t = msg[0]
+        if t == SerfMsg.LEAVE:
+            m = _decode(msg[1:], "leave")
+            self.metrics.intents_received += 1
+            if self._leave_intent(now, wire.f_int(m, b"LTime", "leave"),
+                                  wire.f_str(m, b"Node", "leave"),
+                                  wire.f_bool(m, b"Prune", "leave")):
+                self.intents.queue(msg)
+                self.ml.gossip_soon()
+        elif t == SerfMsg.JOIN:
+            m = _decode(msg[1:], "join")
+            self.metrics.intents_received += 1
+            if self._join_intent(now, wire.f_int(m, b"LTime", "join"),
+                                 wire.f_str(m, b"Node", "join")):
+                self.intents.queue(msg)
+        elif t == SerfMsg.USER_EVENT:
+            m = _decode(msg[1:], "user event")
+            self._handle_user_event(now, wire.f_int(m, b"LTime", "user event"),
+                                    wire.f_str(m, b"Name", "user event"),
+                                    wire.f_bytes(m, b"Payload", "user event"),
+                                    wire.f_bool(m, b"CC", "user event"), msg, fresh=False)
+        elif t == SerfMsg.QUERY:
+            self._handle_query(now, msg)
+        elif t == SerfMsg.QUERY_RESPONSE:
+            pass  # we issue no queries of our own
+        else:
+            raise DecodeError(f"unknown serf message type {t}")
+
+    def local_state(self, join: bool) -> bytes:
+        slots = sorted(self._events.values(), key=lambda s: s.ltime)[-self.cfg.push_pull_events:]
+        body = {
+            "LTime": self.clock.time(),
+            "StatusLTimes": {n: m.status_ltime for n, m in self.members.items()},
+            "LeftMembers": [n for n, m in self.members.items() if m.status is MemberStatus.LEFT],
+            "EventLTime": self.event_clock.time(),
+            "Events": [{"LTime": s.ltime, "Events": [{"Name": n, "Payload": p}
+                                                      for n, p in s.events]} for s in slots],
+            "QueryLTime": self.query_clock.time(),
+        }
+        return _encode(SerfMsg.PUSH_PULL, body)
+
+    def merge_remote_state(self, now: float, buf: bytes, join: bool) -> None:
+        if not buf or buf[0] != SerfMsg.PUSH_PULL:
+            return
+        w = "serf push-pull"
+        m = _decode(buf[1:], w)
+        for key, clock in ((b"LTime", self.clock), (b"EventLTime", self.event_clock),
+                           (b"QueryLTime", self.query_clock)):
+            v = wire.f_int(m, key, w)
+            if v > 0:
+                clock.witness(v - 1)
+        status = m.get(b"StatusLTimes") or {}
+        left = m.get(b"LeftMembers") or []
+        if not isinstance(status, dict) or not isinstance(left, list):
+            raise DecodeError(f"{w}: bad member lists")
+        left_names = set()
+        for raw in left:
+            if isinstance(raw, bytes):
+                name = raw.decode("utf-8", "replace")
+                left_names.add(name)
+                lt = status.get(raw, 0)
+                self._leave_intent(now, (lt if isinstance(lt, int) else 0) + 1, name, False)
+        for raw, lt in status.items():
+            if isinstance(raw, bytes) and isinstance(lt, int):
+                name = raw.decode("utf-8", "replace")
+                if name not in left_names:
+                    self._join_intent(now, lt, name)
+        if join and self._ignore_old:
+            self.event_min_time = max(self.event_min_time, wire.f_int(m, b"EventLTime", w))
+        events = m.get(b"Events") or []
+        if not isinstance(events, list):
+            raise DecodeError(f"{w}: bad event list")
+        for slot in events:
+            if not isinstance(slot, dict):
+                continue
+            lt = wire.f_int(slot, b"LTime", w)
+            for e in slot.get(b"Events") or []:
+                if isinstance(e, dict):
+                    self._handle_user_event(now, lt, wire.f_str(e, b"Name", w),
+                                            wire.f_bytes(e, b"Payload", w), False, None,
+                                            fresh=False, rebroadcast=False)
+
+    def notify_join(self, now: float, n: Member) -> None:
+        m = self.members.get(n.name)
+        tags = decode_tags(n.meta)
+        if m is None:
+            m = SerfMember(n.name, n.addr, n.port, tags, MemberStatus.ALIVE, vsn=n.vsn)
+            intent = self.recent_intents.pop(n.name, None)
+            if intent is not None:
+                kind, lt, _ = intent
+                m.status_ltime = lt
+                if kind is SerfMsg.LEAVE:
+                    m.status = MemberStatus.LEAVING
+            self.members[n.name] = m
+        else:
+            m.status = MemberStatus.ALIVE
+            m.leave_time = 0.0
+            m.addr, m.port, m.tags, m.vsn = n.addr, n.port, tags, n.vsn
+        self._out.append(MemberEvent("join", _snapshot(m)))
+
+    def notify_leave(self, now: float, n: Member) -> None:
+        m = self.members.get(n.name)
+        if m is None:
+            return
+        if m.status is MemberStatus.LEAVING:
+            m.status = MemberStatus.LEFT
+            kind = "leave"
+        elif m.status is MemberStatus.ALIVE:
+            m.status = MemberStatus.FAILED
+            kind = "failed"
+        else:
+            return
+        m.leave_time = now
+        self._out.append(MemberEvent(kind, _snapshot(m)))
+
+    def notify_update(self, now: float, n: Member) -> None:
+        m = self.members.get(n.name)
+        if m is None:
+            return
+        m.addr, m.port, m.tags, m.vsn = n.addr, n.port, decode_tags(n.meta), n.vsn
+        self._out.append(MemberEvent("update", _snapshot(m)))
+
+    # --- intents -------------------------------------------------------------------------
+
+    def _broadcast_join(self, now: float, ltime: int) -> None:
+        self.clock.witness(ltime)
+        self._join_intent(now, ltime, self.name)
+        self.intents.queue(_encode(SerfMsg.JOIN, {"LTime": ltime, "Node": self.name}))
+        self.ml.gossip_soon()
+
+    def _upsert_intent(self, now: float, node: str, kind: SerfMsg, ltime: int) -> bool:
+        old = self.recent_intents.get(node)
+        if old is None or ltime > old[1]:
+            self.recent_intents[node] = (kind, ltime, now)
+            return True
+        return False
+
+    def _join_intent(self, now: float, ltime: int, node: str) -> bool:
+        self.clock.witness(ltime)
+        m = self.members.get(node)
+        if m is None:
+            return self._upsert_intent(now, node, SerfMsg.JOIN, ltime)
+        if ltime <= m.status_ltime:
+            return False
+        m.status_ltime = ltime
+        if m.status is MemberStatus.LEAVING:
+            m.status = MemberStatus.ALIVE
+        return True
+
+    def _leave_intent(self, now: float, ltime: int, node: str, prune: bool) -> bool:
+        self.clock.witness(ltime)
+        m = self.members.get(node)
+        if m is None:
+            return self._upsert_intent(now, node, SerfMsg.LEAVE, ltime)
+        if ltime <= m.status_ltime:
+            return False
+        if node == self.name and not self.left:
+            self._broadcast_join(now, self.clock.time())  # refute: we are not leaving
+            return False
+        m.status_ltime = ltime
+        if m.status is MemberStatus.ALIVE:
+            m.status = MemberStatus.LEAVING
+        elif m.status is MemberStatus.FAILED:
+            m.status = MemberStatus.LEFT
+            self._out.append(MemberEvent("leave", _snapshot(m)))
+        elif m.status not in (MemberStatus.LEAVING, MemberStatus.LEFT):
+            return False
+        if prune and m.status is MemberStatus.LEFT:
+            self._erase(m)
+        return True
+
+    # --- events ------------------------------------------------------------------------
+
+    def _handle_user_event(self, now: float, ltime: int, name: str, payload: bytes,
+                           cc: bool, raw: bytes | None, *, fresh: bool,
+                           rebroadcast: bool = True) -> bool:
+        self.event_clock.witness(ltime)
+        if ltime < self.event_min_time:
+            self.metrics.events_too_old += 1
+            return False
+        cur = self.event_clock.time()
+        window = self.cfg.event_buffer
+        if cur > window and ltime < cur - window:
+            self.metrics.events_too_old += 1
+            return False
+        slot = self._events.get(ltime)
+        if slot is None:
+            slot = self._events[ltime] = _Slot(ltime)
+            self._trim_events(cur - window)
+        elif (name, payload) in slot.events:
+            self.metrics.events_deduped += 1
+            return False
+        slot.events.append((name, payload))
+        self.metrics.events_received += 1
+        self._out.append(UserEvent(ltime, name, payload, cc))
+        if rebroadcast:
+            if raw is None:
+                raw = _encode(SerfMsg.USER_EVENT, {"LTime": ltime, "Name": name,
+                                                   "Payload": payload, "CC": cc})
+            self._spread(raw)
+        return True
+
+    def _spread(self, raw: bytes) -> None:
+        """Gossip an event now; one too big for a datagram goes over TCP to a few peers."""
+        budget = self.gcfg.udp_buffer_size - 2 - 2 - 1 - (29 if self.ml.keyring else 0) - 5
+        if len(raw) <= budget:
+            self.event_queue.queue(raw)
+            self.ml.gossip_soon()
+            return
+        peers = [m for m in self.ml.alive_members() if m is not self.ml.local
+                 and m.state is State.ALIVE]
+        for p in self.rng.sample(peers, min(self.gcfg.gossip_nodes, len(peers))):
+            self.metrics.events_reliable_sent += 1
+            self.ml.send_reliable(p.address, raw)
+
+    def _trim_events(self, floor: int) -> None:
+        if len(self._events) > self.cfg.event_buffer:
+            for lt in [lt for lt in self._events if lt < floor]:
+                del self._events[lt]
+
+    # --- queries (relayed and acknowledged; rumor issues none) -------------------------
+
+    def _handle_query(self, now: float, msg: bytes) -> None:
+        w = "query"
+        m = _decode(msg[1:], w)
+        ltime = wire.f_int(m, b"LTime", w)
+        qid = wire.f_int(m, b"ID", w, bits=32)
+        self.query_clock.witness(ltime)
+        self.metrics.queries_received += 1
+        cur = self.query_clock.time()
+        if cur > self.cfg.query_buffer and ltime < cur - self.cfg.query_buffer:
+            return
+        seen = self._queries.setdefault(ltime, set())
+        if qid in seen:
+            return
+        seen.add(qid)
+        if len(self._queries) > self.cfg.query_buffer:
+            for lt in sorted(self._queries)[:len(self._queries) - self.cfg.query_buffer]:
+                del self._queries[lt]
+        flags = wire.f_int(m, b"Flags", w, bits=32)
+        if not flags & 2:  # queryFlagNoBroadcast
+            self.query_queue.queue(msg)
+        if flags & 1:  # queryFlagAck: acknowledge receipt straight to the asker
+            try:
+                dst = (wire.ip_from_bytes(wire.f_bytes(m, b"Addr", w)),
+                       wire.f_int(m, b"Port", w, bits=16))
+            except DecodeError:
+                return
+            ack = _encode(SerfMsg.QUERY_RESPONSE, {"LTime": ltime, "ID": qid, "From": self.name,
+                                                   "Flags": 1, "Payload": None})
+            self.ml.send_user_packet(dst, ack)
+
+    # --- maintenance -------------------------------------------------------------------
+
+    def _reap(self, now: float) -> None:
+        for m in list(self.members.values()):
+            if m.status is MemberStatus.FAILED and now - m.leave_time > \
+                    self.cfg.reconnect_timeout:
+                self._erase(m)
+            elif m.status is MemberStatus.LEFT and now - m.leave_time > \
+                    self.cfg.tombstone_timeout:
+                self._erase(m)
+        for node, (_, _, t) in list(self.recent_intents.items()):
+            if now - t > self.cfg.recent_intent_timeout:
+                del self.recent_intents[node]
+
+    def _erase(self, m: SerfMember) -> None:
+        self.members.pop(m.name, None)
+        self._out.append(MemberEvent("reap", _snapshot(m)))
+
+    def _reconnect(self, now: float) -> None:
+        failed = [m for m in self.members.values() if m.status is MemberStatus.FAILED]
+        if failed and not self.left:
+            m = self.rng.choice(failed)
+            self.ml.start_push_pull(now, (m.addr, m.port), join=False)
+
+
+def _snapshot(m: SerfMember) -> SerfMember:
+    return SerfMember(m.name, m.addr, m.port, dict(m.tags), m.status, m.status_ltime,
+                      m.leave_time, m.vsn)

@@ -1,0 +1,605 @@
+"""memberlist wire format (v0.2.2, as spoken by Serf 0.9.4): messages, packets, streams.
+
+Owns the byte layout of everything a gossip node sends or receives:
+
+* one message = ``[type byte][msgpack body]``; bodies are msgpack maps keyed by Go field names
+  in declaration order, written in the *old* msgpack spec (strings and byte slices both in the
+  raw/str family, never bin, never str8) because Go's zero-value ``MsgpackHandle`` reads and
+  writes that;
+* UDP framing: compound messages, the CRC header and LZW compression (applied in that order
+  when sending, undone recursively when receiving); encryption is done by the caller's keyring;
+* TCP streams: push-pull state exchange, fallback ping, reliable user messages; a stream has
+  no length prefix, so :func:`parse_stream` tells whether a buffer holds a complete request.
+
+Every decoder raises :class:`gossip.errors.DecodeError` and nothing else on bad input.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import socket
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+from gossip import lzw
+from gossip.errors import DecodeError
+
+MAX_COMPOUND_PARTS = 255
+UDP_BUFFER_SIZE = 1400  # memberlist UDPBufferSize: the send budget for one datagram
+COMPOUND_HEADER_OVERHEAD = 2
+COMPOUND_OVERHEAD = 2  # per part: its uint16 length
+USER_MSG_OVERHEAD = 1  # the [8] type byte of a delegate message
+MAX_STREAM_BYTES = 20 * 1024 * 1024  # memberlist maxPushStateBytes
+
+
+class MsgType(IntEnum):
+    PING = 0
+    INDIRECT_PING = 1
+    ACK = 2
+    SUSPECT = 3
+    ALIVE = 4
+    DEAD = 5
+    PUSH_PULL = 6
+    COMPOUND = 7
+    USER = 8
+    COMPRESS = 9
+    ENCRYPT = 10
+    NACK = 11
+    HAS_CRC = 12
+    ERR = 13
+
+
+class NodeState(IntEnum):
+    """memberlist NodeStateType, as carried in push-pull node states."""
+
+    ALIVE = 0
+    SUSPECT = 1
+    DEAD = 2
+    LEFT = 3
+
+
+# --- addresses -------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)
+def ip_to_bytes(ip: str) -> bytes:
+    """Dotted/colon IP text to the 4- or 16-byte form memberlist carries in ``[]byte`` fields."""
+    return ipaddress.ip_address(ip).packed
+
+
+@functools.lru_cache(maxsize=4096)
+def ip_from_bytes(raw: bytes) -> str:
+    """4- or 16-byte IP (IPv4-mapped IPv6 is unwrapped) to text; DecodeError otherwise."""
+    if len(raw) == 4:
+        return socket.inet_ntoa(raw)
+    if len(raw) == 16:
+        addr = ipaddress.IPv6Address(raw)
+        mapped = addr.ipv4_mapped
+        return str(mapped) if mapped is not None else str(addr)
+    raise DecodeError(f"bad IP address length {len(raw)}")
+
+
+# --- messages --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    seq_no: int
+    node: str
+    source_addr: bytes = b""
+    source_port: int = 0
+    source_node: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class IndirectPingReq:
+    seq_no: int
+    target: bytes
+    port: int
+    node: str
+    nack: bool = False
+    source_addr: bytes = b""
+    source_port: int = 0
+    source_node: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    seq_no: int
+    payload: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    seq_no: int
+
+
+@dataclass(frozen=True, slots=True)
+class Suspect:
+    incarnation: int
+    node: str
+    sender: str  # Go field "From"
+
+
+@dataclass(frozen=True, slots=True)
+class Alive:
+    incarnation: int
+    node: str
+    addr: bytes
+    port: int
+    meta: bytes
+    vsn: bytes  # [pmin, pmax, pcur, dmin, dmax, dcur]
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    incarnation: int
+    node: str
+    sender: str  # Go field "From"; == node means a graceful leave
+
+
+@dataclass(frozen=True, slots=True)
+class ErrResp:
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserMsg:
+    """A delegate (Serf) message: the raw bytes after the [8] type byte."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PushNodeState:
+    name: str
+    addr: bytes
+    port: int
+    meta: bytes
+    incarnation: int
+    state: int
+    vsn: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PushPull:
+    join: bool
+    nodes: tuple[PushNodeState, ...]
+    user_state: bytes = b""
+
+
+Message = Ping | IndirectPingReq | Ack | Nack | Suspect | Alive | Dead | ErrResp | UserMsg
+
+
+# --- msgpack helpers ---------------------------------------------------------------------------
+
+_packer_opts: dict[str, Any] = {"use_bin_type": False, "autoreset": True}
+_packer = msgpack.Packer(**_packer_opts)
+
+
+def packb(obj: Any) -> bytes:
+    """Pack in the old msgpack spec (str family for text and bytes), as Go's codec expects."""
+    out: bytes = _packer.pack(obj)
+    return out
+
+
+def unpack_map(body: bytes, what: str) -> dict[bytes, Any]:
+    """Unpack one msgpack map (raw=True) that must span ``body`` exactly."""
+    try:
+        obj = msgpack.unpackb(body, raw=True, strict_map_key=False)
+    except Exception as exc:  # msgpack raises many types: normalise to ours
+        raise DecodeError(f"{what}: bad msgpack: {exc}") from None
+    if not isinstance(obj, dict):
+        raise DecodeError(f"{what}: expected a map")
+    return obj
+
+
+def f_int(m: dict[bytes, Any], key: bytes, what: str, default: int = 0, bits: int = 64) -> int:
+    v = m.get(key, default)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v >= (1 << bits):
+        raise DecodeError(f"{what}: field {key.decode()} is not a uint{bits}")
+    return v
+
+
+def f_str(m: dict[bytes, Any], key: bytes, what: str) -> str:
+    v = m.get(key, b"")
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return v
+    if not isinstance(v, bytes):
+        raise DecodeError(f"{what}: field {key.decode()} is not a string")
+    try:
+        return v.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError(f"{what}: field {key.decode()} is not UTF-8") from None
+
+
+def f_bytes(m: dict[bytes, Any], key: bytes, what: str) -> bytes:
+    v = m.get(key, b"")
+    if v is None:
+        return b""
+    if isinstance(v, bytes):
+        return v
+    if isinstance(v, str):
+        return v.encode("utf-8")
+    if isinstance(v, list) and all(isinstance(x, int) and 0 <= x < 256 for x in v):
+        return bytes(v)  # Go also accepts an array of uint8
+    raise DecodeError(f"{what}: field {key.decode()} is not bytes")
+
+
+def f_bool(m: dict[bytes, Any], key: bytes, what: str) -> bool:
+    v = m.get(key, False)
+    if v is None:
+        return False
+    if not isinstance(v, bool):
+        raise DecodeError(f"{what}: field {key.decode()} is not a bool")
+    return v
+
+
+def _nil_if_empty(b: bytes) -> bytes | None:
+    return b if b else None
+
+
+# --- encoding ------------------------------------------------------------------------------------
+
+
+def _body(msg: Message) -> tuple[MsgType, dict[str, Any]]:
+    if isinstance(msg, Ping):
+        d: dict[str, Any] = {"SeqNo": msg.seq_no, "Node": msg.node}
+        if msg.source_addr:
+            d["SourceAddr"] = msg.source_addr
+        if msg.source_port:
+            d["SourcePort"] = msg.source_port
+        if msg.source_node:
+            d["SourceNode"] = msg.source_node
+        return MsgType.PING, d
+    if isinstance(msg, IndirectPingReq):
+        d = {"SeqNo": msg.seq_no, "Target": msg.target, "Port": msg.port, "Node": msg.node,
+             "Nack": msg.nack}
+        if msg.source_addr:
+            d["SourceAddr"] = msg.source_addr
+        if msg.source_port:
+            d["SourcePort"] = msg.source_port
+        if msg.source_node:
+            d["SourceNode"] = msg.source_node
+        return MsgType.INDIRECT_PING, d
+    if isinstance(msg, Ack):
+        return MsgType.ACK, {"SeqNo": msg.seq_no, "Payload": _nil_if_empty(msg.payload)}
+    if isinstance(msg, Nack):
+        return MsgType.NACK, {"SeqNo": msg.seq_no}
+    if isinstance(msg, Suspect):
+        return MsgType.SUSPECT, {"Incarnation": msg.incarnation, "Node": msg.node,
+                                 "From": msg.sender}
+    if isinstance(msg, Alive):
+        return MsgType.ALIVE, {"Incarnation": msg.incarnation, "Node": msg.node,
+                               "Addr": msg.addr, "Port": msg.port,
+                               "Meta": _nil_if_empty(msg.meta), "Vsn": _nil_if_empty(msg.vsn)}
+    if isinstance(msg, Dead):
+        return MsgType.DEAD, {"Incarnation": msg.incarnation, "Node": msg.node,
+                              "From": msg.sender}
+    if isinstance(msg, ErrResp):
+        return MsgType.ERR, {"Error": msg.error}
+    raise TypeError(f"not an encodable message: {msg!r}")
+
+
+def encode(msg: Message) -> bytes:
+    """One message as ``[type][msgpack body]`` (a user message as ``[8][raw]``)."""
+    if isinstance(msg, UserMsg):
+        return bytes([MsgType.USER]) + msg.payload
+    t, d = _body(msg)
+    return bytes([t]) + packb(d)
+
+
+@functools.lru_cache(maxsize=8192)
+def _decode_body(t: int, body: bytes) -> Message:
+    """Decode one message body.  Memoised: gossip delivers the same bytes many times, and
+    messages are immutable (a DecodeError is not cached and is raised again)."""
+    if t == MsgType.USER:
+        return UserMsg(body)
+    name = MsgType(t).name.lower() if t in MsgType._value2member_map_ else str(t)
+    if t == MsgType.PING:
+        m = unpack_map(body, name)
+        return Ping(f_int(m, b"SeqNo", name, bits=32), f_str(m, b"Node", name),
+                    f_bytes(m, b"SourceAddr", name), f_int(m, b"SourcePort", name, bits=16),
+                    f_str(m, b"SourceNode", name))
+    if t == MsgType.INDIRECT_PING:
+        m = unpack_map(body, name)
+        return IndirectPingReq(f_int(m, b"SeqNo", name, bits=32), f_bytes(m, b"Target", name),
+                               f_int(m, b"Port", name, bits=16), f_str(m, b"Node", name),
+                               f_bool(m, b"Nack", name), f_bytes(m, b"SourceAddr", name),
+                               f_int(m, b"SourcePort", name, bits=16),
+                               f_str(m, b"SourceNode", name))
+    if t == MsgType.ACK:
+        m = unpack_map(body, name)
+        return Ack(f_int(m, b"SeqNo", name, bits=32), f_bytes(m, b"Payload", name))
+    if t == MsgType.NACK:
+        m = unpack_map(body, name)
+        return Nack(f_int(m, b"SeqNo", name, bits=32))
+    if t == MsgType.SUSPECT:
+        m = unpack_map(body, name)
+        return Suspect(f_int(m, b"Incarnation", name, bits=32), f_str(m, b"Node", name),
+                       f_str(m, b"From", name))
+    if t == MsgType.ALIVE:
+        m = unpack_map(body, name)
+        return Alive(f_int(m, b"Incarnation", name, bits=32), f_str(m, b"Node", name),
+                     f_bytes(m, b"Addr", name), f_int(m, b"Port", name, bits=16),
+                     f_bytes(m, b"Meta", name), f_bytes(m, b"Vsn", name))
+    if t == MsgType.DEAD:
+        m = unpack_map(body, name)
+        return Dead(f_int(m, b"Incarnation", name, bits=32), f_str(m, b"Node", name),
+                    f_str(m, b"From", name))
+    if t == MsgType.ERR:
+        m = unpack_map(body, name)
+        return ErrResp(f_str(m, b"Error", name))
+    raise DecodeError(f"unknown or unexpected message type {t}")
+
+
+# --- UDP packets -----------------------------------------------------------------------------
+
+
+def make_compound(parts: list[bytes]) -> bytes:
+    """``[7][n][len uint16 BE]*n[part]*n``; at most 255 parts (older peers can't read more)."""
+    if not 0 < len(parts) <= MAX_COMPOUND_PARTS:
+        raise ValueError(f"compound needs 1..{MAX_COMPOUND_PARTS} parts, got {len(parts)}")
+    head = bytearray((MsgType.COMPOUND, len(parts)))
+    for p in parts:
+        if len(p) > 0xFFFF:
+            raise ValueError("compound part longer than 65535 bytes")
+        head += struct.pack(">H", len(p))
+    return bytes(head) + b"".join(parts)
+
+
+def add_crc(packet: bytes) -> bytes:
+    return bytes([MsgType.HAS_CRC]) + struct.pack(">I", zlib.crc32(packet)) + packet
+
+
+def compress_message(msg: bytes) -> bytes:
+    """Wrap ``msg`` as ``[9][msgpack compress{Algo: 0, Buf: lzw(msg)}]``."""
+    return bytes([MsgType.COMPRESS]) + packb({"Algo": 0, "Buf": lzw.compress(msg)})
+
+
+def _decompress(body: bytes, max_output: int) -> bytes:
+    m = unpack_map(body, "compress")
+    algo = f_int(m, b"Algo", "compress", bits=8)
+    if algo != 0:
+        raise DecodeError(f"unknown compression algorithm {algo}")
+    out = lzw.decompress(f_bytes(m, b"Buf", "compress"), max_output=max_output)
+    if not out:
+        raise DecodeError("empty compressed message")
+    return out
+
+
+@dataclass
+class PacketStats:
+    """What :func:`decode_packet` noticed that was not fatal (counted by the caller)."""
+
+    truncated_parts: int = 0
+    crc_mismatch: int = 0
+
+
+def decode_packet(data: bytes, stats: PacketStats | None = None, depth: int = 0) -> list[Message]:
+    """All messages in one (already decrypted) datagram, unwrapping CRC/compress/compound."""
+    if not data:
+        raise DecodeError("empty packet")
+    if depth > 4:
+        raise DecodeError("packet nested too deeply")
+    t = data[0]
+    if t == MsgType.HAS_CRC:
+        if len(data) < 5:
+            raise DecodeError("truncated CRC header")
+        (want,) = struct.unpack_from(">I", data, 1)
+        if zlib.crc32(data[5:]) != want:
+            if stats is not None:
+                stats.crc_mismatch += 1
+            raise DecodeError("CRC mismatch")
+        return decode_packet(data[5:], stats, depth + 1)
+    if t == MsgType.COMPRESS:
+        return decode_packet(_decompress(data[1:], 65536 * 4), stats, depth + 1)
+    if t == MsgType.COMPOUND:
+        if len(data) < 2:
+            raise DecodeError("truncated compound header")
+        n = data[1]
+        off = 2 + 2 * n
+        if len(data) < off:
+            raise DecodeError("truncated compound length table")
+        lengths = struct.unpack_from(f">{n}H", data, 2)
+        out: list[Message] = []
+        for ln in lengths:
+            if off + ln > len(data):
+                if stats is not None:
+                    stats.truncated_parts += 1
+                break
+            part = data[off:off + ln]
+            off += ln
+            if part and part[0] < MsgType.PUSH_PULL:  # plain message: skip the recursion
+                out.append(_decode_body(part[0], part[1:]))
+            else:
+                out.extend(decode_packet(part, stats, depth + 1))
+        return out
+    return [_decode_body(t, data[1:])]
+
+
+def decode_message(data: bytes) -> Message:
+    """Exactly one plain message (no framing)."""
+    if not data:
+        raise DecodeError("empty message")
+    return _decode_body(data[0], data[1:])
+
+
+# --- TCP streams -------------------------------------------------------------------------------
+
+
+def encode_push_pull(pp: PushPull) -> bytes:
+    parts = [bytes([MsgType.PUSH_PULL]),
+             packb({"Nodes": len(pp.nodes), "UserStateLen": len(pp.user_state),
+                    "Join": pp.join})]
+    for n in pp.nodes:
+        parts.append(packb({"Name": n.name, "Addr": n.addr, "Port": n.port,
+                            "Meta": _nil_if_empty(n.meta), "Incarnation": n.incarnation,
+                            "State": n.state, "Vsn": _nil_if_empty(n.vsn)}))
+    parts.append(pp.user_state)
+    return b"".join(parts)
+
+
+def encode_user_stream(payload: bytes) -> bytes:
+    """A reliable (TCP) user message: ``[8][msgpack userMsgHeader][payload]``."""
+    return bytes([MsgType.USER]) + packb({"UserMsgLen": len(payload)}) + payload
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMessage:
+    """One complete stream request or reply, after decryption and decompression."""
+
+    kind: MsgType  # PUSH_PULL, PING, ACK, USER or ERR
+    push_pull: PushPull | None = None
+    message: Message | None = None
+
+
+_NEED_MORE = object()
+
+
+def _parse_plain(buf: bytes) -> StreamMessage | None:
+    """Parse an unencrypted, uncompressed stream body; None if ``buf`` is not complete yet."""
+    if not buf:
+        return None
+    t = buf[0]
+    unpacker = msgpack.Unpacker(raw=True, strict_map_key=False, max_buffer_size=MAX_STREAM_BYTES)
+    unpacker.feed(buf[1:])
+
+    def next_map(what: str) -> dict[bytes, Any] | object:
+        try:
+            obj = unpacker.unpack()
+        except msgpack.OutOfData:
+            return _NEED_MORE
+        except Exception as exc:
+            raise DecodeError(f"{what}: bad msgpack: {exc}") from None
+        if not isinstance(obj, dict):
+            raise DecodeError(f"{what}: expected a map")
+        return obj
+
+    if t == MsgType.PUSH_PULL:
+        head = next_map("push-pull header")
+        if head is _NEED_MORE:
+            return None
+        assert isinstance(head, dict)
+        count = f_int(head, b"Nodes", "push-pull header", bits=31)
+        ulen = f_int(head, b"UserStateLen", "push-pull header", bits=31)
+        if count > 1_000_000 or ulen > MAX_STREAM_BYTES:
+            raise DecodeError("push-pull too large")
+        nodes: list[PushNodeState] = []
+        for _ in range(count):
+            m = next_map("push node state")
+            if m is _NEED_MORE:
+                return None
+            assert isinstance(m, dict)
+            w = "push node state"
+            nodes.append(PushNodeState(
+                f_str(m, b"Name", w), f_bytes(m, b"Addr", w), f_int(m, b"Port", w, bits=16),
+                f_bytes(m, b"Meta", w), f_int(m, b"Incarnation", w, bits=32),
+                f_int(m, b"State", w, bits=8), f_bytes(m, b"Vsn", w)))
+        start = 1 + unpacker.tell()
+        if len(buf) - start < ulen:
+            return None
+        user = buf[start:start + ulen]
+        return StreamMessage(MsgType.PUSH_PULL,
+                             push_pull=PushPull(f_bool(head, b"Join", "push-pull header"),
+                                                tuple(nodes), user))
+    if t == MsgType.USER:
+        head = next_map("user message header")
+        if head is _NEED_MORE:
+            return None
+        assert isinstance(head, dict)
+        ulen = f_int(head, b"UserMsgLen", "user message header", bits=31)
+        start = 1 + unpacker.tell()
+        if len(buf) - start < ulen:
+            return None
+        return StreamMessage(MsgType.USER, message=UserMsg(buf[start:start + ulen]))
+    if t in (MsgType.PING, MsgType.ACK, MsgType.ERR):
+        body = next_map(MsgType(t).name.lower())
+        if body is _NEED_MORE:
+            return None
+        end = 1 + unpacker.tell()
+        return StreamMessage(MsgType(t), message=_decode_body(t, buf[1:end]))
+    raise DecodeError(f"unexpected stream message type {t}")
+
+
+Decryptor = Callable[[bytes, bytes], bytes]  # (5-byte header, blob) -> plaintext
+
+
+@dataclass
+class StreamParser:
+    """Incremental parser for one TCP exchange (the peer never half-closes: parse to the end).
+
+    ``decrypt`` is the keyring's stream decryptor; ``require_encryption`` rejects plaintext
+    streams (memberlist's GossipVerifyIncoming).
+    """
+
+    decrypt: Decryptor | None = None
+    require_encryption: bool = False
+    buf: bytearray = field(default_factory=bytearray)
+
+    def feed(self, data: bytes) -> StreamMessage | None:
+        self.buf += data
+        if len(self.buf) > MAX_STREAM_BYTES + 64:
+            raise DecodeError("stream too large")
+        return self._try()
+
+    def _try(self) -> StreamMessage | None:
+        buf = bytes(self.buf)
+        if not buf:
+            return None
+        if buf[0] == MsgType.ENCRYPT:
+            if self.decrypt is None:
+                raise DecodeError("remote state is encrypted and encryption is not configured")
+            if len(buf) < 5:
+                return None
+            (ln,) = struct.unpack_from(">I", buf, 1)
+            if ln > MAX_STREAM_BYTES:
+                raise DecodeError("encrypted stream too large")
+            if len(buf) < 5 + ln:
+                return None
+            plain = self.decrypt(buf[:5], buf[5:5 + ln])
+            return _complete(plain)
+        if self.require_encryption:
+            raise DecodeError("encryption is configured but remote state is not encrypted")
+        if buf[0] == MsgType.COMPRESS:
+            unpacker = msgpack.Unpacker(raw=True, strict_map_key=False,
+                                        max_buffer_size=MAX_STREAM_BYTES)
+            unpacker.feed(buf[1:])
+            try:
+                unpacker.unpack()
+            except msgpack.OutOfData:
+                return None
+            except Exception as exc:
+                raise DecodeError(f"compress: bad msgpack: {exc}") from None
+            return _complete(_decompress(buf[1:1 + unpacker.tell()], MAX_STREAM_BYTES))
+        return _parse_plain(buf)
+
+
+def _complete(plain: bytes) -> StreamMessage:
+    """A decrypted or decompressed body must hold one whole message."""
+    if plain and plain[0] == MsgType.COMPRESS:
+        plain = _decompress(plain[1:], MAX_STREAM_BYTES)
+    msg = _parse_plain(plain)
+    if msg is None:
+        raise DecodeError("truncated stream message")
+    return msg
+
+
+def parse_stream(data: bytes, decrypt: Decryptor | None = None,
+                 require_encryption: bool = False) -> StreamMessage:
+    """Parse a complete stream message in one go (tests, simulator)."""
+    msg = StreamParser(decrypt, require_encryption).feed(data)
+    if msg is None:
+        raise DecodeError("truncated stream message")
+    return msg
