@@ -270,8 +270,8 @@ class Serf(Delegate):
         """Broadcast a leave intent, then memberlist's dead-about-self; ``done()`` after."""
         ltime = self.clock.time()
         self.clock.increment()
+        self.left = True  # before the intent: our own leave must not be refuted
         self._leave_intent(now, ltime, self.name, prune=False)
-        self.left = True
 
         def ml_leave() -> None:
             self.ml.leave(now, done)

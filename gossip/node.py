@@ -1,0 +1,204 @@
+"""trio shell that runs a :class:`gossip.serf.Serf` core with real time and sockets.
+
+Thin by design: read datagrams and streams, hand them to the core with ``trio.current_time()``
+as ``now``, perform the effects the core returns, and sleep until the core's next deadline.
+Everything the core decides is therefore testable without this module (``tests/sim``), and
+this module is tested with real loopback sockets and against the real ``serf`` agent.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import trio
+
+from gossip.config import Addr, GossipConfig, SendPacket, StreamRequest
+from gossip.errors import DecodeError
+from gossip.membership import Keyring
+from gossip.serf import Delivery, Serf, SerfConfig, SerfMember
+from gossip.transport import UdpTransport, exchange, open_tcp_listener, read_message, serve_tcp
+
+log = logging.getLogger("rumor.gossip")
+
+
+class GossipNode:
+    """One cluster member: UDP + TCP on ``bind``, advertising ``advertise``."""
+
+    def __init__(self, name: str, bind: Addr, *, advertise: Addr | None = None,
+                 tags: dict[str, str] | None = None, gossip: GossipConfig | None = None,
+                 serf: SerfConfig | None = None, keyring: Keyring | None = None,
+                 on_delivery: Callable[[Delivery], None] | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.name = name
+        self.bind = bind
+        self.advertise = advertise
+        self.tags = dict(tags or {})
+        self.gcfg = gossip or GossipConfig()
+        self.scfg = serf or SerfConfig()
+        self.keyring = keyring
+        self.on_delivery = on_delivery
+        self.rng = rng or random.Random()
+        self.core: Serf | None = None
+        self.udp: UdpTransport | None = None
+        self._wake = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self.stream_errors = 0
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Bind, start the core, serve until cancelled.  BindError if the port is taken."""
+        self.udp = UdpTransport(self.bind)
+        port = self.udp.port
+        try:
+            listener = await open_tcp_listener((self.bind[0], port))
+        except OSError:
+            self.udp.close()
+            raise
+        adv = self.advertise or (self.bind[0], port)
+        if adv[1] == 0:
+            adv = (adv[0], port)
+        self.core = Serf(self.name, adv, rng=self.rng, now=trio.current_time(), tags=self.tags,
+                         gossip=self.gcfg, config=self.scfg, keyring=self.keyring)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._udp_loop)
+                nursery.start_soon(self._timer_loop)
+                nursery.start_soon(serve_tcp, listener, self._serve_stream)
+                task_status.started(port)
+        finally:
+            self.udp.close()
+            await listener.aclose()
+
+    @property
+    def serf(self) -> Serf:
+        if self.core is None:
+            raise RuntimeError("node is not running")
+        return self.core
+
+    @property
+    def port(self) -> int:
+        return self.udp.port if self.udp is not None else self.bind[1]
+
+    # --- operations -----------------------------------------------------------------------
+
+    async def join(self, addrs: Sequence[Addr], ignore_old: bool = False) -> int:
+        """Push-pull with every address; returns how many answered."""
+        done = trio.Event()
+        result = [0]
+
+        def finished(now: float, n: int) -> None:
+            result[0] = n
+            done.set()
+        self.serf.join(trio.current_time(), list(addrs), ignore_old, finished)
+        self._flush()
+        await done.wait()
+        return result[0]
+
+    def user_event(self, name: str, payload: bytes, coalesce: bool = False) -> int:
+        ltime = self.serf.user_event(trio.current_time(), name, payload, coalesce)
+        self._flush()
+        return ltime
+
+    def force_leave(self, node: str, prune: bool = False) -> bool:
+        ok = self.serf.force_leave(trio.current_time(), node, prune)
+        self._flush()
+        return ok
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.serf.set_tags(trio.current_time(), tags)
+        self._flush()
+
+    async def leave(self, timeout: float | None = None) -> bool:
+        """Graceful leave: wait until our departure has been gossiped (or ``timeout``)."""
+        done = trio.Event()
+        self.serf.leave(trio.current_time(), done.set)
+        self._flush()
+        with trio.move_on_after(timeout if timeout is not None else
+                                self.scfg.broadcast_timeout):
+            await done.wait()
+            # stay up a moment to answer probes while the news spreads (LeavePropagateDelay)
+            await trio.sleep(self.gcfg.gossip_interval * 3)
+            return True
+        return False
+
+    def members(self) -> list[SerfMember]:
+        return self.serf.member_list()
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Carry out everything the core asked for, hand deliveries up, wake the timer."""
+        core = self.core
+        if core is None:
+            return
+        for eff in core.take_effects():
+            if isinstance(eff, SendPacket):
+                if self.udp is not None:
+                    self.udp.send(eff.addr, eff.data)
+            elif isinstance(eff, StreamRequest) and self._nursery is not None:
+                self._nursery.start_soon(self._stream_out, eff)
+        deliveries = core.take_deliveries()
+        if self.on_delivery is not None:
+            for d in deliveries:
+                try:
+                    self.on_delivery(d)
+                except Exception:  # the layer above must not kill gossip
+                    log.exception("delivery handler failed")
+        self._wake.set()
+
+    async def _udp_loop(self) -> None:
+        assert self.udp is not None and self.core is not None
+        core = self.core
+        while True:
+            batch = await self.udp.receive_batch()
+            now = trio.current_time()
+            for data, src in batch:
+                try:
+                    core.receive_packet(now, src, data)
+                except DecodeError as exc:
+                    log.debug("dropped packet from %s:%d: %s", src[0], src[1], exc)
+            self._flush()
+
+    async def _timer_loop(self) -> None:
+        assert self.core is not None
+        core = self.core
+        while True:
+            self._wake = trio.Event()
+            delay = core.next_deadline() - trio.current_time()
+            if delay > 0:
+                with trio.move_on_after(delay if math.isfinite(delay) else 3600):
+                    await self._wake.wait()
+                if trio.current_time() < core.next_deadline():
+                    continue
+            core.tick(trio.current_time())
+            self._flush()
+            await trio.sleep(0)
+
+    async def _serve_stream(self, stream: trio.SocketStream, peer: Addr) -> None:
+        core = self.serf
+        async with stream:
+            try:
+                with trio.fail_after(self.gcfg.tcp_timeout):
+                    msg = await read_message(stream, core.ml.parser())
+                    reply = core.handle_stream(trio.current_time(), peer, msg)
+                    self._flush()
+                    if reply is not None:
+                        await stream.send_all(reply)
+            except (DecodeError, OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
+                self.stream_errors += 1
+                core.ml.metrics.decode_errors += isinstance(exc, DecodeError)
+                log.debug("stream from %s:%d failed: %s", peer[0], peer[1], exc)
+
+    async def _stream_out(self, req: StreamRequest) -> None:
+        core = self.serf
+        parser = core.ml.parser() if req.expect_reply else None
+        reply = await exchange(req.addr, req.data, parser, self.gcfg.tcp_timeout)
+        if req.expect_reply:
+            core.stream_reply(trio.current_time(), req.token, reply)
+            self._flush()

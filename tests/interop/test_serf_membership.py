@@ -1,0 +1,95 @@
+"""Interop with the real serf 0.9.4 agent: one cluster of rumor nodes and serf agents.
+
+Real processes and real sockets on 127.x.y.z; every wait is a bounded poll.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+import trio
+
+from gossip.node import GossipNode
+from gossip.serf import MemberStatus
+from tests.interop.serfagent import SerfAgent, loopback_subnet
+
+
+@pytest.fixture
+def net() -> str:
+    return loopback_subnet()
+
+
+@pytest.fixture
+def agents() -> Iterator[list[SerfAgent]]:
+    started: list[SerfAgent] = []
+    yield started
+    for a in started:
+        a.stop()
+
+
+@pytest.fixture
+async def nursery() -> AsyncIterator[trio.Nursery]:
+    async with trio.open_nursery() as n:
+        yield n
+        n.cancel_scope.cancel()
+
+
+async def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
+    with trio.move_on_after(timeout):
+        while not check():
+            await trio.sleep(0.1)
+        return
+    raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
+
+
+def status_of(node: GossipNode, name: str) -> MemberStatus | None:
+    for m in node.members():
+        if m.name == name:
+            return m.status
+    return None
+
+
+async def test_rumor_joins_serf_cluster_and_leaves(net: str, agents: list[SerfAgent],
+                                                   nursery: trio.Nursery) -> None:
+    agents.append(SerfAgent("serf1", f"{net}.1", tags={"role": "web"}))
+    agents.append(SerfAgent("serf2", f"{net}.2", join=f"{net}.1:7946"))
+    node = GossipNode("rumor1", (f"{net}.10", 7946), tags={"role": "rumor", "dc": "dc1"})
+    await nursery.start(node.run)
+    assert await node.join([(f"{net}.1", 7946)]) == 1
+
+    await eventually(lambda: status_of(node, "serf1") is MemberStatus.ALIVE and
+                     status_of(node, "serf2") is MemberStatus.ALIVE, 10, "rumor sees serf")
+    tags = {m.name: m.tags for m in node.members()}
+    assert tags["serf1"] == {"role": "web"}
+    for a in agents:
+        await eventually(lambda a=a: a.members().get("rumor1", ("", "", ""))[1] == "alive",
+                         10, f"{a.name} lists rumor1 alive")
+        addr, status, tag_text = a.members()["rumor1"]
+        assert addr == f"{net}.10:7946"
+        assert sorted(tag_text.split(",")) == ["dc=dc1", "role=rumor"]
+
+    assert await node.leave(timeout=5)
+    for a in agents:
+        await eventually(lambda a=a: a.members()["rumor1"][1] == "left", 10,
+                         f"{a.name} lists rumor1 left")
+
+
+async def test_serf_joins_rumor_and_kill_is_detected(net: str, agents: list[SerfAgent],
+                                                     nursery: trio.Nursery) -> None:
+    node = GossipNode("rumor1", (f"{net}.10", 7946), tags={"role": "rumor"})
+    await nursery.start(node.run)
+    agents.append(SerfAgent("serf1", f"{net}.1", join=f"{net}.10:7946"))
+    agents.append(SerfAgent("serf2", f"{net}.2", join=f"{net}.10:7946"))
+    await eventually(lambda: status_of(node, "serf1") is MemberStatus.ALIVE and
+                     status_of(node, "serf2") is MemberStatus.ALIVE, 10, "rumor sees serf")
+    await eventually(lambda: agents[1].members().get("serf1", ("", "", ""))[1] == "alive",
+                     10, "serf agents see each other through rumor")
+    assert agents[0].members()["rumor1"][1] == "alive"
+
+    agents[1].kill()
+    await eventually(lambda: status_of(node, "serf2") is MemberStatus.FAILED, 20,
+                     "rumor marks the killed serf agent failed")
+    await eventually(lambda: agents[0].members()["serf2"][1] == "failed", 20,
+                     "the surviving serf agent agrees")
+    assert status_of(node, "serf1") is MemberStatus.ALIVE
