@@ -1,0 +1,1 @@
+"""Multi-host tests on Linux network namespaces; the lab itself is in harness.py."""
