@@ -1,0 +1,43 @@
+"""The HTTP API: one module per resource, wired into a router here."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from agent.agent import Agent
+from agent.api import agent as agent_api
+from agent.api import event as event_api
+from agent.http.routing import Router
+from agent.http.types import Request
+from agent.logs import MonitorHub
+
+Endpoint = Callable[[Agent, Request], Awaitable[Any]]
+
+
+def build_router(agent: Agent, hub: MonitorHub | None = None) -> Router:
+    router = Router()
+
+    def bind(fn: Endpoint) -> Callable[[Request], Awaitable[Any]]:
+        async def handler(req: Request) -> Any:
+            return await fn(agent, req)
+        return handler
+
+    routes: list[tuple[str, str, Endpoint]] = [
+        ("PUT", "/v1/event/fire/{name...}", event_api.fire),
+        ("GET", "/v1/event/list", event_api.list_events),
+        ("GET", "/v1/agent/members", agent_api.members),
+        ("GET", "/v1/agent/self", agent_api.self_info),
+        ("PUT", "/v1/agent/join/{address...}", agent_api.join),
+        ("PUT", "/v1/agent/leave", agent_api.leave),
+        ("PUT", "/v1/agent/force-leave/{node...}", agent_api.force_leave),
+        ("GET", "/v1/agent/services", agent_api.services),
+        ("PUT", "/v1/agent/service/register", agent_api.register_service),
+        ("PUT", "/v1/agent/service/deregister/{id...}", agent_api.deregister_service),
+        ("GET", "/v1/agent/metrics", agent_api.metrics),
+    ]
+    if hub is not None:
+        routes.append(("GET", "/v1/agent/monitor", agent_api.monitor(hub)))
+    for method, pattern, fn in routes:
+        router.add(method, pattern, bind(fn))
+    return router

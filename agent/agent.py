@@ -1,0 +1,293 @@
+"""The agent: one gossip node plus the Consul-style event store, catalog and metrics.
+
+Owns the glue between the gossip library (which knows nothing of Consul) and the HTTP API:
+firing an event (validation, Consul encoding, Serf broadcast), ingesting delivered events
+(decode, node/service/tag filters, store), membership in Consul's JSON shapes, join with
+retry, graceful leave.  The HTTP handlers in ``agent.api`` are thin wrappers around this.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from agent.catalog import Catalog
+from agent.config import AgentConfig
+from agent.events import (
+    EventStore,
+    UserEvent,
+    encode_consul_event,
+    event_from_serf,
+    make_event,
+    serf_event_name,
+)
+from agent.filters import should_process
+from gossip.config import Addr, GossipConfig
+from gossip.crypto import Keyring
+from gossip.node import GossipNode
+from gossip.serf import USER_EVENT_SIZE_HARD_LIMIT, Delivery, MemberEvent, SerfConfig, SerfError
+from gossip.serf import UserEvent as SerfUserEvent
+
+log = logging.getLogger("rumor.agent")
+
+VERSION = "0.1.0"
+RESERVED_PREFIX = "_"
+
+
+class FireError(Exception):
+    """A fire request that is refused; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class JoinError(Exception):
+    pass
+
+
+@dataclass
+class AgentMetrics:
+    events_fired: int = 0
+    events_received: int = 0
+    events_filtered: int = 0
+    events_ignored: int = 0
+    events_stored: int = 0
+    events_deduped: int = 0
+    events_undecodable: int = 0
+
+
+def parse_join_address(text: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6]:port``; ValueError naming the address."""
+    host, port = text.strip(), default_port
+    if not host:
+        raise ValueError("empty join address")
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 0:
+            raise ValueError(f"bad join address {text!r}")
+        rest = host[end + 1:]
+        host = host[1:end]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"bad join address {text!r}")
+            port = _port(rest[1:], text)
+    elif host.count(":") == 1:
+        host, p = host.split(":")
+        port = _port(p, text)
+    if not host:
+        raise ValueError(f"bad join address {text!r}")
+    return host, port
+
+
+def _port(text: str, whole: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"bad port in join address {whole!r}")
+    return int(text)
+
+
+async def resolve(host: str, port: int) -> Addr:
+    """First IPv4 address of ``host`` (a name or an IP)."""
+    try:
+        infos = await trio.socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
+    except (OSError, UnicodeError) as exc:
+        raise JoinError(f"cannot resolve {host!r}: {exc}") from None
+    if not infos:
+        raise JoinError(f"cannot resolve {host!r}: no IPv4 address")
+    ip = infos[0][4][0]
+    return (str(ip), port)
+
+
+def default_advertise(bind: str) -> str:
+    """The address peers should use when we bind to all interfaces."""
+    if bind not in ("0.0.0.0", ""):
+        return bind
+    try:
+        ip = socket.gethostbyname(socket.gethostname())
+        if not ip.startswith("127."):
+            return ip
+    except OSError:
+        pass
+    return "127.0.0.1"
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, *, gossip: GossipConfig | None = None) -> None:
+        self.config = config
+        self.node_name = config.node_name or socket.gethostname()
+        self.started = time.time()
+        self.metrics = AgentMetrics()
+        data = Path(config.data_dir) if config.data_dir else None
+        if data is not None:
+            data.mkdir(parents=True, exist_ok=True)
+        self.store = EventStore(config.event_buffer, data / "events.jsonl" if data else None)
+        self.catalog = Catalog(data / "services.json" if data else None)
+        keyring = None
+        key = config.encrypt_key()
+        if key is not None:
+            keyring = Keyring([key])
+        self.tags = {"role": "node", "dc": config.datacenter, "build": VERSION,
+                     **config.node_meta}
+        bind = (config.bind_addr, config.serf_lan_port)
+        advertise = (config.advertise_addr or default_advertise(config.bind_addr),
+                     config.serf_lan_port)
+        self.node = GossipNode(
+            self.node_name, bind, advertise=advertise, tags=self.tags,
+            gossip=gossip or GossipConfig.profile(config.gossip_profile),
+            serf=SerfConfig(event_size_limit=config.event_size_limit), keyring=keyring,
+            on_delivery=self._on_delivery)
+        self.member_listeners: list[Callable[[MemberEvent], None]] = []
+        self.leaving = False
+        self.shutdown = trio.Event()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Bind the gossip port and start the node (BindError names the address)."""
+        await nursery.start(self.node.run)
+        if self.store.max_ltime:
+            self.node.serf.witness_event_time(self.store.max_ltime)
+
+    async def join(self, addresses: list[str], *, ignore_old: bool = True) -> int:
+        """Join via each address; JoinError if none answered."""
+        addrs: list[Addr] = []
+        errors: list[str] = []
+        for text in addresses:
+            try:
+                host, port = parse_join_address(text, self.config.serf_lan_port)
+                addrs.append(await resolve(host, port))
+            except (ValueError, JoinError) as exc:
+                errors.append(str(exc))
+        n = await self.node.join(addrs, ignore_old=ignore_old) if addrs else 0
+        if n == 0:
+            detail = "; ".join(errors) or "no address answered"
+            raise JoinError(f"failed to join any of {', '.join(addresses)}: {detail}")
+        log.info("agent: joined %d of %s", n, ", ".join(addresses))
+        return n
+
+    async def retry_join(self) -> None:
+        """Consul's -retry-join: keep trying every retry_interval until one join succeeds."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self.join(list(self.config.retry_join))
+                return
+            except JoinError as exc:
+                if self.config.retry_max and attempt >= self.config.retry_max:
+                    log.error("agent: retry-join gave up after %d attempts: %s", attempt, exc)
+                    self.shutdown.set()
+                    return
+                log.warning("agent: retry-join attempt %d failed: %s", attempt, exc)
+            await trio.sleep(self.config.retry_interval)
+
+    async def leave(self) -> None:
+        if self.leaving:
+            return
+        self.leaving = True
+        log.info("agent: graceful leave")
+        await self.node.leave()
+
+    # --- events ------------------------------------------------------------------------------
+
+    def fire(self, name: str, payload: bytes | None, *, node: str = "", service: str = "",
+             tag: str = "", dc: str | None = None) -> UserEvent:
+        """Validate, encode and broadcast an event; FireError with an HTTP status if refused."""
+        if not name:
+            raise FireError(400, "Missing name")
+        if name.startswith(RESERVED_PREFIX):
+            raise FireError(400, f"Event name {name!r} is reserved: names starting with "
+                                 "'_' are for internal use")
+        if dc and dc != self.config.datacenter:
+            raise FireError(400, f"No path to datacenter {dc!r} (this agent serves "
+                                 f"{self.config.datacenter!r})")
+        try:
+            ev = make_event(name, payload or None, node_filter=node, service_filter=service,
+                            tag_filter=tag)
+        except ValueError as exc:
+            raise FireError(400, str(exc)) from None
+        blob = encode_consul_event(ev)
+        serf_name = serf_event_name(ev)
+        limit = self.config.event_size_limit
+        size = len(serf_name.encode()) + len(blob)
+        if size > limit:
+            raise FireError(413, f"user event exceeds configured limit of {limit} bytes "
+                                 f"before encoding: {size} bytes (name + payload + Consul's "
+                                 f"envelope); the agent's event_size_limit can be raised to "
+                                 f"{USER_EVENT_SIZE_HARD_LIMIT}")
+        try:
+            self.node.user_event(serf_name, blob)
+        except SerfError as exc:
+            raise FireError(413, str(exc)) from None
+        self.metrics.events_fired += 1
+        return ev
+
+    def _on_delivery(self, d: Delivery) -> None:
+        if isinstance(d, SerfUserEvent):
+            self.metrics.events_received += 1
+            try:
+                ev = event_from_serf(d.name, d.payload, d.ltime)
+            except ValueError as exc:
+                self.metrics.events_undecodable += 1
+                log.warning("agent: dropped undecodable event %r: %s", d.name, exc)
+                return
+            if ev is None or ev.name == "_rexec":
+                self.metrics.events_ignored += 1
+                return
+            if not should_process(ev, self.node_name, self.catalog.services):
+                self.metrics.events_filtered += 1
+                return
+            if self.store.add(ev):
+                self.metrics.events_stored += 1
+                log.debug("agent: new event %s %s (ltime %d)", ev.name, ev.id, ev.ltime)
+            else:
+                self.metrics.events_deduped += 1
+        elif isinstance(d, MemberEvent):
+            log.info("serf: member %s: %s %s:%d", d.kind, d.member.name, d.member.addr,
+                     d.member.port)
+            for fn in list(self.member_listeners):
+                fn(d)
+
+    # --- views -------------------------------------------------------------------------------
+
+    def members_json(self) -> list[dict[str, Any]]:
+        out = []
+        for m in sorted(self.node.members(), key=lambda m: m.name):
+            vsn = list(m.vsn) + [0] * (6 - len(m.vsn))
+            out.append({"Name": m.name, "Addr": m.addr, "Port": m.port, "Tags": m.tags,
+                        "Status": int(m.status), "ProtocolMin": vsn[0],
+                        "ProtocolMax": vsn[1], "ProtocolCur": vsn[2], "DelegateMin": vsn[3],
+                        "DelegateMax": vsn[4], "DelegateCur": vsn[5]})
+        return out
+
+    def self_json(self) -> dict[str, Any]:
+        me = next((m for m in self.members_json() if m["Name"] == self.node_name), None)
+        cfg = self.config
+        return {
+            "Config": {"Datacenter": cfg.datacenter, "NodeName": self.node_name,
+                       "NodeID": "", "Server": False, "Revision": "", "Version": VERSION,
+                       "BuildDate": ""},
+            "Member": me,
+            "Meta": dict(cfg.node_meta),
+            "Stats": {"agent": {"members": str(len(self.node.members())),
+                                "uptime_seconds": str(int(time.time() - self.started))},
+                      "events": {"stored": str(len(self.store)),
+                                 "index": str(self.store.index())}},
+            "DebugConfig": {"EventSizeLimit": cfg.event_size_limit,
+                            "Encrypt": cfg.encrypt is not None,
+                            "ClientAddr": cfg.client_addr, "HTTPPort": cfg.http_port,
+                            "SerfLANPort": cfg.serf_lan_port},
+        }
+
+
+def b64(data: bytes | None) -> str | None:
+    return base64.b64encode(data).decode() if data else None

@@ -1,0 +1,160 @@
+"""``/v1/agent/*``: members, self, join, leave, force-leave, services, metrics, monitor."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from agent.agent import Agent, JoinError
+from agent.api.event import pretty
+from agent.catalog import CatalogError, parse_registration
+from agent.http.types import HTTPError, Request, Response, StreamResponse
+from agent.logs import MonitorHub, level_number
+
+
+async def members(agent: Agent, req: Request) -> Response:
+    return Response.json(agent.members_json(), pretty=pretty(req))
+
+
+async def self_info(agent: Agent, req: Request) -> Response:
+    return Response.json(agent.self_json(), pretty=pretty(req))
+
+
+async def join(agent: Agent, req: Request) -> Response:
+    address = req.params.get("address", "")
+    if not address:
+        raise HTTPError(400, "Missing address to join")
+    try:
+        await agent.join([address], ignore_old=False)
+    except JoinError as exc:
+        raise HTTPError(500, str(exc)) from None
+    return Response.json(None)
+
+
+async def leave(agent: Agent, req: Request) -> Response:
+    await agent.leave()
+    agent.shutdown.set()
+    return Response.json(None)
+
+
+async def force_leave(agent: Agent, req: Request) -> Response:
+    node = req.params.get("node", "")
+    if not node:
+        raise HTTPError(400, "Missing node name")
+    if not agent.node.force_leave(node, prune=req.has_arg("prune")):
+        raise HTTPError(404, f"agent: No node found with name '{node}'")
+    return Response.json(None)
+
+
+async def services(agent: Agent, req: Request) -> Response:
+    return Response.json(agent.catalog.to_json(agent.config.datacenter), pretty=pretty(req))
+
+
+async def register_service(agent: Agent, req: Request) -> Response:
+    try:
+        obj = json.loads(req.body or b"null")
+    except ValueError as exc:
+        raise HTTPError(400, f"Request decode failed: {exc}") from None
+    try:
+        entry = parse_registration(obj)
+    except CatalogError as exc:
+        raise HTTPError(400, f"Invalid Service: {exc}") from None
+    agent.catalog.register(entry)
+    return Response.json(None)
+
+
+async def deregister_service(agent: Agent, req: Request) -> Response:
+    sid = req.params.get("id", "")
+    if not agent.catalog.deregister(sid):
+        raise HTTPError(404, f'Unknown service ID "{sid}". Ensure that the service ID is '
+                             "passed, not the service name.")
+    return Response.json(None)
+
+
+def metric_values(agent: Agent) -> tuple[dict[str, float], dict[str, float]]:
+    """(gauges, counters) with Prometheus-friendly names."""
+    node = agent.node
+    ml = node.serf.ml.metrics
+    sm = node.serf.metrics
+    am = agent.metrics
+    status: dict[str, int] = {}
+    for m in node.members():
+        status[m.status.name.lower()] = status.get(m.status.name.lower(), 0) + 1
+    gauges: dict[str, float] = {
+        "rumor_members_alive": status.get("alive", 0),
+        "rumor_members_failed": status.get("failed", 0),
+        "rumor_members_left": status.get("left", 0),
+        "rumor_events_buffered": len(agent.store),
+        "rumor_blocking_queries_parked": agent.store.parked,
+        "rumor_awareness_score": node.serf.ml.awareness.score,
+        "rumor_broadcast_queue_depth": len(node.serf.ml.queue) + len(node.serf.event_queue)
+        + len(node.serf.intents),
+        "rumor_event_clock": node.serf.event_clock.time(),
+    }
+    counters: dict[str, float] = {
+        "rumor_packets_in_total": ml.packets_in,
+        "rumor_packets_out_total": ml.packets_out,
+        "rumor_bytes_in_total": ml.bytes_in,
+        "rumor_bytes_out_total": ml.bytes_out,
+        "rumor_decode_errors_total": ml.decode_errors + sm.decode_errors,
+        "rumor_probes_total": ml.probes,
+        "rumor_probe_failures_total": ml.probe_failures,
+        "rumor_indirect_probes_total": ml.indirect_probes,
+        "rumor_tcp_pings_total": ml.tcp_pings,
+        "rumor_suspicions_total": ml.suspicions,
+        "rumor_refutes_total": ml.refutes,
+        "rumor_deaths_total": ml.deaths,
+        "rumor_push_pulls_total": ml.push_pulls,
+        "rumor_events_fired_total": am.events_fired,
+        "rumor_events_received_total": am.events_received,
+        "rumor_events_gossip_deduped_total": sm.events_deduped,
+        "rumor_events_too_old_total": sm.events_too_old,
+        "rumor_events_filtered_total": am.events_filtered,
+        "rumor_events_stored_total": am.events_stored,
+        "rumor_events_deduped_total": am.events_deduped,
+        "rumor_events_undecodable_total": am.events_undecodable,
+        "rumor_broadcasts_pruned_total": sm.queue_pruned,
+    }
+    return gauges, counters
+
+
+async def metrics(agent: Agent, req: Request) -> Response:
+    gauges, counters = metric_values(agent)
+    if req.arg("format") == "prometheus":
+        lines: list[str] = []
+        for kind, values in (("gauge", gauges), ("counter", counters)):
+            for name, v in values.items():
+                lines.append(f"# TYPE {name} {kind}")
+                lines.append(f"{name} {v:g}")
+        body = ("\n".join(lines) + "\n").encode()
+        return Response(200, body, [("Content-Type", "text/plain; version=0.0.4")])
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime())
+    doc: dict[str, Any] = {
+        "Timestamp": stamp,
+        "Gauges": [{"Name": k, "Value": v, "Labels": {}} for k, v in gauges.items()],
+        "Points": [],
+        "Counters": [{"Name": k, "Count": v, "Rate": 0, "Sum": v, "Min": 0, "Max": 0,
+                      "Mean": 0, "Stddev": 0, "Labels": {}} for k, v in counters.items()],
+        "Samples": [],
+    }
+    return Response.json(doc, pretty=pretty(req))
+
+
+def monitor(hub: MonitorHub) -> Any:
+    async def handler(agent: Agent, req: Request) -> StreamResponse:
+        try:
+            level = level_number(req.arg("loglevel") or "INFO")
+        except ValueError as exc:
+            raise HTTPError(400, str(exc)) from None
+        recv = hub.subscribe(level)
+
+        async def lines() -> AsyncIterator[bytes]:
+            try:
+                async for line in recv:
+                    yield (line + "\n").encode()
+            finally:
+                hub.unsubscribe(recv)
+        return StreamResponse(200, [("Content-Type", "text/plain; charset=utf-8")], lines())
+    return handler

@@ -1,0 +1,65 @@
+"""``/v1/event/fire/:name`` and ``/v1/event/list``: Consul's user-event endpoints.
+
+Shapes, parameters and error texts follow Consul (agent/event_endpoint.go), except where
+rumor answers bad input with a 4xx instead of Consul's 500 (bad filter regexes, unknown
+datacenter, oversize payload: 413).
+"""
+
+from __future__ import annotations
+
+from agent.agent import Agent, FireError
+from agent.duration import parse_go_duration
+from agent.events import effective_wait
+from agent.http.types import HTTPError, Request, Response
+
+MAX_UINT64 = (1 << 64) - 1
+
+
+def pretty(req: Request) -> bool:
+    return req.has_arg("pretty")
+
+
+async def fire(agent: Agent, req: Request) -> Response:
+    name = req.params.get("name", "")
+    limit = agent.config.event_size_limit
+    if len(req.body) > limit:
+        raise HTTPError(413, f"Payload too large: {len(req.body)} bytes, the event size limit "
+                             f"is {limit} bytes")
+    try:
+        ev = agent.fire(name, req.body or None, node=req.arg("node") or "",
+                        service=req.arg("service") or "", tag=req.arg("tag") or "",
+                        dc=req.arg("dc"))
+    except FireError as exc:
+        raise HTTPError(exc.status, exc.message) from None
+    return Response.json(ev.to_json(), pretty=pretty(req))
+
+
+def parse_index(req: Request) -> int:
+    text = req.arg("index")
+    if text is None or text == "":
+        return 0
+    if not text.isdigit() or int(text) > MAX_UINT64:
+        raise HTTPError(400, "Invalid index")
+    return int(text)
+
+
+def parse_wait(req: Request) -> float | None:
+    text = req.arg("wait")
+    if text is None or text == "":
+        return None
+    try:
+        return parse_go_duration(text)
+    except ValueError:
+        raise HTTPError(400, "Invalid wait time") from None
+
+
+async def list_events(agent: Agent, req: Request) -> Response:
+    index = parse_index(req)
+    wait = parse_wait(req)
+    name = req.arg("name") or None
+    if index > 0:
+        new_index, events = await agent.store.wait_list(name, index, effective_wait(wait))
+    else:
+        new_index, events = agent.store.list(name)
+    return Response.json([e.to_json() for e in events],
+                         headers=[("X-Consul-Index", str(new_index))], pretty=pretty(req))
