@@ -93,3 +93,26 @@ async def test_serf_joins_rumor_and_kill_is_detected(net: str, agents: list[Serf
     await eventually(lambda: agents[0].members()["serf2"][1] == "failed", 20,
                      "the surviving serf agent agrees")
     assert status_of(node, "serf1") is MemberStatus.ALIVE
+
+
+async def test_encrypted_cluster_with_serf(net: str, agents: list[SerfAgent],
+                                           nursery: trio.Nursery) -> None:
+    from gossip.crypto import Keyring, decode_key, keygen
+
+    key = keygen()
+    agents.append(SerfAgent("serf1", f"{net}.1", encrypt=key))
+    node = GossipNode("rumor1", (f"{net}.10", 7946), keyring=Keyring([decode_key(key)]))
+    await nursery.start(node.run)
+    assert await node.join([(f"{net}.1", 7946)]) == 1
+    await eventually(lambda: agents[0].members().get("rumor1", ("", "", ""))[1] == "alive",
+                     10, "serf lists the encrypted rumor node alive")
+    agents[0].event("enc", "secret")
+    got: list[str] = []
+    node.on_delivery = lambda d: got.append(getattr(d, "name", ""))
+    await eventually(lambda: "enc" in got, 10, "an encrypted serf event reaches rumor")
+
+    stranger = GossipNode("rumor2", (f"{net}.11", 7946),
+                          keyring=Keyring([decode_key(keygen())]))
+    await nursery.start(stranger.run)
+    assert await stranger.join([(f"{net}.1", 7946)]) == 0  # wrong key: serf refuses us
+    assert "rumor2" not in agents[0].members()
