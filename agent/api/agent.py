@@ -1,4 +1,7 @@
-"""``/v1/agent/*``: members, self, join, leave, force-leave, services, metrics, monitor."""
+"""``/v1/agent/*``: members, self, join, leave, force-leave, services, metrics, monitor.
+
+Actions (join, leave, force-leave, service register/deregister) answer an empty 200, like Consul.
+"""
 
 from __future__ import annotations
 
@@ -30,13 +33,13 @@ async def join(agent: Agent, req: Request) -> Response:
         await agent.join([address], ignore_old=False)
     except JoinError as exc:
         raise HTTPError(500, str(exc)) from None
-    return Response.json(None)
+    return Response()
 
 
 async def leave(agent: Agent, req: Request) -> Response:
     await agent.leave()
     agent.shutdown.set()
-    return Response.json(None)
+    return Response()
 
 
 async def force_leave(agent: Agent, req: Request) -> Response:
@@ -45,7 +48,7 @@ async def force_leave(agent: Agent, req: Request) -> Response:
         raise HTTPError(400, "Missing node name")
     if not agent.node.force_leave(node, prune=req.has_arg("prune")):
         raise HTTPError(404, f"agent: No node found with name '{node}'")
-    return Response.json(None)
+    return Response()
 
 
 async def services(agent: Agent, req: Request) -> Response:
@@ -62,7 +65,7 @@ async def register_service(agent: Agent, req: Request) -> Response:
     except CatalogError as exc:
         raise HTTPError(400, f"Invalid Service: {exc}") from None
     agent.catalog.register(entry)
-    return Response.json(None)
+    return Response()
 
 
 async def deregister_service(agent: Agent, req: Request) -> Response:
@@ -70,7 +73,7 @@ async def deregister_service(agent: Agent, req: Request) -> Response:
     if not agent.catalog.deregister(sid):
         raise HTTPError(404, f'Unknown service ID "{sid}". Ensure that the service ID is '
                              "passed, not the service name.")
-    return Response.json(None)
+    return Response()
 
 
 def metric_values(agent: Agent) -> tuple[dict[str, float], dict[str, float]]:
