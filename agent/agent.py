@@ -33,7 +33,14 @@ from agent.filters import should_process
 from gossip.config import Addr, GossipConfig
 from gossip.crypto import Keyring
 from gossip.node import GossipNode
-from gossip.serf import USER_EVENT_SIZE_HARD_LIMIT, Delivery, MemberEvent, SerfConfig, SerfError
+from gossip.serf import (
+    USER_EVENT_SIZE_HARD_LIMIT,
+    Delivery,
+    MemberEvent,
+    MemberStatus,
+    SerfConfig,
+    SerfError,
+)
 from gossip.serf import UserEvent as SerfUserEvent
 
 log = logging.getLogger("rumor.agent")
@@ -148,22 +155,41 @@ class Agent:
         self.member_listeners: list[Callable[[MemberEvent], None]] = []
         self.leaving = False
         self.shutdown = trio.Event()
+        self.fatal: str | None = None  # why the agent stopped itself (exit status 1)
 
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self, nursery: trio.Nursery) -> None:
-        """Bind the gossip port and start the node (BindError names the address)."""
+        """Bind the gossip port and start the node (BindError names the address).
+
+        History policy (what a join replays): a new agent, whose store is empty, takes the
+        events its peers still buffer, so a late joiner lists what was fired before it came.
+        A restarted agent keeps its store in ``data_dir`` and must not replay what it already
+        saw: events it holds are deduped by ID, and once older events were evicted (their IDs
+        are gone) anything older than its oldest held event is ignored, like Serf's snapshot
+        ``eventMinTime``.  Events fired while it was down still arrive.
+        """
         await nursery.start(self.node.run)
         if self.store.max_ltime:
             self.node.serf.witness_event_time(self.store.max_ltime)
+        if len(self.store) and self.store.first_seq > 1:
+            floor = min(ev.ltime for ev in self.store)
+            serf = self.node.serf
+            serf.event_min_time = max(serf.event_min_time, floor)
 
-    async def join(self, addresses: list[str], *, ignore_old: bool = True) -> int:
-        """Join via each address; JoinError if none answered."""
+    async def join(self, addresses: list[str], *, ignore_old: bool = False) -> int:
+        """Join via each address; JoinError if none answered.
+
+        ``ignore_old=True`` is Consul's join (no history at all); the agent's own joins use
+        False, see ``start`` for why that replays nothing already seen.  An address without
+        a port uses our own gossip port, as memberlist does.
+        """
         addrs: list[Addr] = []
         errors: list[str] = []
         for text in addresses:
             try:
-                host, port = parse_join_address(text, self.config.serf_lan_port)
+                host, port = parse_join_address(text, self.config.serf_lan_port
+                                                or self.node.port)
                 addrs.append(await resolve(host, port))
             except (ValueError, JoinError) as exc:
                 errors.append(str(exc))
@@ -185,6 +211,7 @@ class Agent:
             except JoinError as exc:
                 if self.config.retry_max and attempt >= self.config.retry_max:
                     log.error("agent: retry-join gave up after %d attempts: %s", attempt, exc)
+                    self.fatal = f"retry-join gave up after {attempt} attempts: {exc}"
                     self.shutdown.set()
                     return
                 log.warning("agent: retry-join attempt %d failed: %s", attempt, exc)
@@ -195,7 +222,11 @@ class Agent:
             return
         self.leaving = True
         log.info("agent: graceful leave")
-        await self.node.leave()
+        # memberlist's Leave waits for the broadcast only if anyone is alive to hear it;
+        # alone, the departure can never be gossiped, so waiting would just time out
+        peers = any(m.status is MemberStatus.ALIVE and m.name != self.node_name
+                    for m in self.node.members())
+        await self.node.leave(timeout=None if peers else 0.0)
 
     # --- events ------------------------------------------------------------------------------
 
@@ -285,7 +316,7 @@ class Agent:
             "DebugConfig": {"EventSizeLimit": cfg.event_size_limit,
                             "Encrypt": cfg.encrypt is not None,
                             "ClientAddr": cfg.client_addr, "HTTPPort": cfg.http_port,
-                            "SerfLANPort": cfg.serf_lan_port},
+                            "SerfLANPort": self.node.port},
         }
 
 

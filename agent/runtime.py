@@ -61,7 +61,7 @@ async def _main(config: AgentConfig, hub: object) -> int:
               f"       Encrypted: {config.encrypt is not None}\n", file=sys.stderr, flush=True)
         if config.start_join:
             try:
-                await agent.join(list(config.start_join), ignore_old=True)
+                await agent.join(list(config.start_join))
             except JoinError as exc:
                 nursery.cancel_scope.cancel()
                 return _fatal(str(exc))
@@ -81,4 +81,4 @@ async def _main(config: AgentConfig, hub: object) -> int:
         log.info("agent: shutdown complete")
         agent.store.close()
         nursery.cancel_scope.cancel()
-    return 0
+    return 0 if agent.fatal is None else _fatal(agent.fatal)

@@ -38,7 +38,8 @@ def parse_index(req: Request) -> int:
     text = req.arg("index")
     if text is None or text == "":
         return 0
-    if not text.isdigit() or int(text) > MAX_UINT64:
+    # ASCII only: str.isdigit() also accepts "٣" or "²", which Go's ParseUint refuses
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_UINT64:
         raise HTTPError(400, "Invalid index")
     return int(text)
 
