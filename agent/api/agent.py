@@ -151,9 +151,11 @@ def monitor(hub: MonitorHub) -> Any:
             level = level_number(req.arg("loglevel") or "INFO")
         except ValueError as exc:
             raise HTTPError(400, str(exc)) from None
-        recv = hub.subscribe(level)
 
         async def lines() -> AsyncIterator[bytes]:
+            # subscribe on the first read: a stream that is closed unread (HEAD, or a client
+            # gone before the body) never runs this body, so could never unsubscribe
+            recv = hub.subscribe(level)
             try:
                 async for line in recv:
                     yield (line + "\n").encode()

@@ -22,6 +22,7 @@ import trio
 
 from agent.config import ConfigError, load_config
 from agent.events import id_to_index
+from agent.http.types import StreamResponse, make_request
 from agent.logs import MonitorHub
 from tests.agent.helpers import (
     HTTP_PORT,
@@ -59,6 +60,13 @@ async def pair() -> AsyncIterator[tuple[InProc, InProc]]:
             assert await b.agent.join([a.serf_addr]) == 1
         await eventually(lambda: len(a.agent.node.members()) == 2, "a1 to see a2")
         yield a, b
+
+
+async def close_unread(chunks: AsyncIterator[bytes]) -> None:
+    """What the HTTP shell does with a stream it stops reading: call its aclose()."""
+    aclose = getattr(chunks, "aclose", None)
+    assert aclose is not None
+    await aclose()
 
 
 async def metric(node: InProc, name: str) -> float:
@@ -356,6 +364,14 @@ async def test_monitor_streams_log_lines() -> None:
             assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \[INFO\] ", line), line
             assert b.serf_addr in line
             await eventually(lambda: not hub._subs, "the monitor to unsubscribe on hang-up")
+            # a stream that is never read (HEAD, or a client gone before the first line)
+            # must not leave a subscriber behind
+            r = await a.client.head("/v1/agent/monitor")
+            assert r.status_code == 200 and r.content == b""
+            stream = await a.router(make_request("GET", "/v1/agent/monitor"))
+            assert isinstance(stream, StreamResponse)
+            await close_unread(stream.chunks)
+            await eventually(lambda: not hub._subs, "unread monitor streams to unsubscribe")
     finally:
         logger.removeHandler(hub)
         logger.setLevel(old_level)
