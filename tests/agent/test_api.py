@@ -240,6 +240,16 @@ async def test_list_name_filter_and_pretty(pair: tuple[InProc, InProc]) -> None:
         await a.client.get("/v1/event/list")).json()
 
 
+async def test_list_keeps_the_newest_256_in_arrival_order() -> None:
+    async with in_process_agent(free_host(ports=()), "cap") as a:
+        ids = [(await a.client.put(f"/v1/event/fire/e{i}")).json()["ID"] for i in range(260)]
+        r = await a.client.get("/v1/event/list")
+        assert [e["ID"] for e in r.json()] == ids[4:]
+        assert r.headers["x-consul-index"] == str(id_to_index(ids[-1]))
+        r = await a.client.get("/v1/event/list", params={"name": "e2"})
+        assert (r.json(), r.headers["x-consul-index"]) == ([], "1")
+
+
 # ---- /v1/agent/* ----------------------------------------------------------------------------
 
 

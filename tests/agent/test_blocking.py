@@ -143,6 +143,8 @@ async def test_hundred_parked_queries_over_real_sockets() -> None:
                     await eventually(lambda: a.agent.store.parked == 100,
                                      "100 parked queries", timeout=15)
                     assert results == []
+                    m = await a.client.get("/v1/agent/metrics?format=prometheus")
+                    assert "\nrumor_blocking_queries_parked 100\n" in m.text
                     second = (await a.client.put("/v1/event/fire/deploy")).json()["ID"]
         assert len(results) == 100
         for r in results:

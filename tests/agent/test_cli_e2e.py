@@ -8,9 +8,12 @@ restarted (same ``-data-dir``) under it.
 from __future__ import annotations
 
 import json
+import queue
 import re
 import signal
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,3 +107,34 @@ def test_leave_command_stops_the_agent(tmp_path: Path) -> None:
         assert "graceful leave" in a.log_path.read_text()
     finally:
         a.stop(signal.SIGKILL)
+
+
+def test_monitor_command_streams_agent_logs(agent: AgentProcess) -> None:
+    mon = subprocess.Popen([*RUMOR, "monitor", "-log-level=debug",
+                            f"-http-addr={agent.http_addr}"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert mon.stdout is not None
+        for line in mon.stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        name = "monitored"
+        deadline = time.monotonic() + 10
+        found = ""
+        while not found and time.monotonic() < deadline:
+            agent.fire(name)  # until the monitor is subscribed, the log line goes nowhere
+            try:
+                while not found:
+                    line = lines.get(timeout=0.2)
+                    found = line if f"new event {name}" in line else ""
+            except queue.Empty:
+                pass
+        assert found, "no log line reached rumor monitor"
+        assert re.match(r"^\S+Z \[DEBUG\] rumor\.agent: agent: new event monitored ", found)
+    finally:
+        mon.terminate()
+        assert mon.wait(10) == 0

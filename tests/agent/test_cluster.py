@@ -186,3 +186,22 @@ def test_late_joiner_gets_history_and_restart_replays_nothing(
         assert m["rumor_events_deduped_total"] >= len(history)
     finally:
         late.stop()
+
+
+def test_crashed_agent_restarts_into_the_cluster_without_replays(
+        cluster: list[AgentProcess]) -> None:
+    victim = cluster[4]
+    name = unique("crash")
+    first = fire_ok(cluster[0], name)
+    wait_for(partial(lists_exactly, victim, name, [first]), SPREAD, "the first event")
+    before = [e["ID"] for e in victim.events()]
+    victim.stop(signal.SIGKILL)  # no leave: the others still think it is alive
+    victim.start(f"-join={cluster[0].serf_addr}").wait_ready()
+    names = {a.name for a in cluster}
+    for a in cluster:
+        wait_for(partial(sees, a, names), SPREAD, f"{a.name} to see all 5 alive again")
+    second = fire_ok(cluster[1], name)
+    wait_for(partial(lists_exactly, victim, name, [first, second]), SPREAD,
+             "the restarted agent to get the new event")
+    assert [e["ID"] for e in victim.events()] == [*before, second]
+    assert victim.metrics()["rumor_events_stored_total"] == 1
