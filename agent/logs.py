@@ -55,7 +55,11 @@ class MonitorHub(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if not self._subs:
             return
-        line = self.format(record)
+        try:
+            line = self.format(record)
+        except Exception:  # a bad log call must not raise into the code that logged
+            self.handleError(record)
+            return
         for level, send, recv in list(self._subs):
             if record.levelno >= level:
                 try:
