@@ -117,13 +117,16 @@ class GossipNode:
     async def leave(self, timeout: float | None = None) -> bool:
         """Graceful leave: wait until our departure has been gossiped (or ``timeout``)."""
         done = trio.Event()
+        alone = not self.serf.ml.has_live_peers()
         self.serf.leave(trio.current_time(), done.set)
         self._flush()
         with trio.move_on_after(timeout if timeout is not None else
                                 self.scfg.broadcast_timeout):
             await done.wait()
-            # stay up a moment to answer probes while the news spreads (LeavePropagateDelay)
-            await trio.sleep(self.gcfg.gossip_interval * 3)
+            if not alone:
+                # stay up a moment to answer probes while the news spreads (Serf's
+                # LeavePropagateDelay)
+                await trio.sleep(self.gcfg.gossip_interval * 3)
             return True
         return False
 

@@ -260,7 +260,7 @@ async def test_413_while_reading_a_chunked_body(start: Start) -> None:
         await raw.send(b"258\r\n" + b"a" * 600 + b"\r\n")  # 600 bytes: still fine
         await raw.send(b"258\r\n" + b"a" * 600 + b"\r\n")  # 1200 > 1000
         status, _, body = await raw.response()
-        assert (status, body) == (413, b"Request Entity Too Large")
+        assert (status, body) == (413, b"Request body too large: the limit is 1000 bytes")
         assert await raw.at_eof()
 
 

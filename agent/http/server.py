@@ -463,7 +463,10 @@ class _Connection:
         self.linger = True
         if conn.our_state is not h11.IDLE and conn.our_state is not h11.SEND_RESPONSE:
             return
-        body = HTTPStatus(status).phrase.encode("ascii")
+        text = HTTPStatus(status).phrase
+        if status == 413:
+            text = f"Request body too large: the limit is {self.limits.max_body_bytes} bytes"
+        body = text.encode("ascii")
         headers = [("Content-Type", TEXT_PLAIN), ("Connection", "close")]
         try:
             data = conn.send(self._head(status, headers, len(body)))
