@@ -189,6 +189,7 @@ class GossipNode:
             try:
                 with trio.fail_after(self.gcfg.tcp_timeout):
                     msg = await read_message(stream, core.ml.parser())
+                    log.debug("stream from %s:%d: %s", peer[0], peer[1], msg.kind.name)
                     reply = core.handle_stream(trio.current_time(), peer, msg)
                     self._flush()
                     if reply is not None:
@@ -202,6 +203,9 @@ class GossipNode:
         core = self.serf
         parser = core.ml.parser() if req.expect_reply else None
         reply = await exchange(req.addr, req.data, parser, self.gcfg.tcp_timeout)
+        log.debug("stream to %s:%d (%s): %s", req.addr[0], req.addr[1],
+                  "exchange" if req.expect_reply else "one-way",
+                  "no reply" if reply is None else f"reply {reply.kind.name}")
         if req.expect_reply:
             core.stream_reply(trio.current_time(), req.token, reply)
             self._flush()
