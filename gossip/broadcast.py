@@ -28,6 +28,7 @@ class _Item:
     seq: int
     transmits: int = 0
     on_done: Callable[[], None] | None = None
+    size: int = 0
 
 
 @dataclass
@@ -40,6 +41,8 @@ class BroadcastQueue:
     _seq: int = 0
     _len: int = 0
     dropped: int = 0
+    _cap_n: int = -1
+    _cap: int = 0
 
     def __len__(self) -> int:
         return self._len
@@ -52,7 +55,7 @@ class BroadcastQueue:
             if old is not None:
                 self._remove(old)
         self._seq += 1
-        item = _Item(msg, key, self._seq, 0, on_done)
+        item = _Item(msg, key, self._seq, 0, on_done, len(msg))
         self._buckets.setdefault(0, {})[item.seq] = item
         self._len += 1
         if key is not None:
@@ -62,14 +65,19 @@ class BroadcastQueue:
         """Messages fitting in ``limit`` bytes, each costing ``len + overhead``."""
         if not self._len:
             return []
-        cap = retransmit_limit(self.retransmit_mult, n_nodes)
+        if n_nodes != self._cap_n:  # log10 on every packet is measurable at 1,000 nodes
+            self._cap_n = n_nodes
+            self._cap = retransmit_limit(self.retransmit_mult, n_nodes)
+        cap = self._cap
+        buckets = self._buckets
         out: list[bytes] = []
-        taken: list[_Item] = []
+        moves: list[tuple[int, list[_Item]]] = []
         room = limit
         misses = 0
-        for t in sorted(self._buckets):
-            for item in reversed(self._buckets[t].values()):
-                cost = len(item.msg) + overhead
+        for t in sorted(buckets):
+            taken: list[_Item] = []
+            for item in reversed(buckets[t].values()):
+                cost = item.size + overhead
                 if cost > room:
                     misses += 1
                     if misses > 16:  # the packet is as good as full
@@ -81,16 +89,31 @@ class BroadcastQueue:
                 taken.append(item)
                 if room <= overhead:
                     break
+            if taken:
+                moves.append((t, taken))
             if room <= overhead:
                 break
-        for item in taken:
-            self._unlink(item)
-            item.transmits += 1
-            if item.transmits >= cap:
-                self._finish(item)
+        # move each taken item one bucket up (or retire it); done after the scan so that no
+        # item is taken twice in one call
+        for t, taken in moves:
+            bucket = buckets[t]
+            nt = t + 1
+            if nt >= cap:
+                for item in taken:
+                    del bucket[item.seq]
+                    item.transmits = nt
+                    self._len -= 1
+                    self._finish(item)
             else:
-                self._buckets.setdefault(item.transmits, {})[item.seq] = item
-                self._len += 1
+                up = buckets.get(nt)
+                if up is None:
+                    up = buckets[nt] = {}
+                for item in taken:
+                    del bucket[item.seq]
+                    item.transmits = nt
+                    up[item.seq] = item
+            if not bucket and buckets.get(t) is bucket:
+                del buckets[t]
         return out
 
     def _unlink(self, item: _Item) -> None:

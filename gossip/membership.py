@@ -19,6 +19,7 @@ push-pull anti-entropy and join.  Transition rules live in :mod:`gossip.state`.
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from collections.abc import Callable
@@ -157,6 +158,8 @@ class Memberlist:
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
         self._suspicions: dict[str, Suspicion] = {}
+        self._sus_heap: list[tuple[float, int, str, Suspicion]] = []
+        self._sus_seq = 0
         self._streams: dict[int, Callable[[float, StreamMessage | None], None]] = {}
         self._token = 0
         self._next_probe = now + config.probe_interval * rng.random()
@@ -167,6 +170,7 @@ class Memberlist:
         # so that members announced while we were joining are never left to gossip luck
         self._pp_ramp = math.inf
         self._candidates: list[Member] | None = None  # gossip targets, rebuilt on change
+        self._pp_states: list[bytes] | None = None  # encoded member table, rebuilt on change
         self._candidates_until = math.inf
         meta = self.delegate.node_meta(META_MAX_SIZE)
         self.local = Member(name, addr[0], addr[1], meta, 1, State.ALIVE, now, vsn)
@@ -181,14 +185,32 @@ class Memberlist:
         return out
 
     def next_deadline(self) -> float:
-        times = [self._next_probe, self._next_push_pull,
-                 self._next_gossip if not self._gossip_now else -math.inf]
-        if self._probe is not None:
-            times.append(self._probe.indirect_at if not self._probe.indirect_sent
-                         else self._probe.end_at)
-        times.extend(r.deadline for r in self._relays.values())
-        times.extend(s.deadline for s in self._suspicions.values())
-        return min(times)
+        if self._gossip_now:
+            return -math.inf
+        t = min(self._next_probe, self._next_push_pull)
+        # an idle gossip tick does nothing, so it is only due when there is something to send
+        if self._next_gossip < t and (self.queue or self.delegate.has_broadcasts()):
+            t = self._next_gossip
+        p = self._probe
+        if p is not None:
+            t = min(t, p.end_at if p.indirect_sent else p.indirect_at)
+        for r in self._relays.values():
+            if r.deadline < t:
+                t = r.deadline
+        heap = self._sus_heap
+        while heap and not self._sus_live(heap[0]):
+            heapq.heappop(heap)
+        if heap and heap[0][0] < t:
+            t = heap[0][0]
+        return t
+
+    def _sus_live(self, entry: tuple[float, int, str, Suspicion]) -> bool:
+        s = entry[3]
+        return self._suspicions.get(entry[2]) is s and s.deadline == entry[0]
+
+    def _sus_push(self, name: str, s: Suspicion) -> None:
+        self._sus_seq += 1
+        heapq.heappush(self._sus_heap, (s.deadline, self._sus_seq, name, s))
 
     def num_members(self) -> int:
         return len(self.members)
@@ -211,13 +233,28 @@ class Memberlist:
         except DecodeError:
             self.metrics.decode_errors += 1
             raise
+        members, local, alive, left = self.members, self.local, wire.Alive, State.LEFT
+        error: DecodeError | None = None
         for msg in msgs:
-            self._handle(now, src, msg)
+            if type(msg) is alive:  # fast path: old news about a known node (most gossip)
+                m = members.get(msg.node)
+                if m is not None and m is not local and m.state is not left and \
+                        msg.incarnation <= m.incarnation:
+                    continue
+            try:
+                self._handle(now, src, msg)
+            except DecodeError as exc:  # a bad delegate message: like memberlist, still
+                error = exc  # handle the other parts of the packet, then report it
+        if error is not None:
+            self.metrics.decode_errors += 1
+            raise error
 
     def tick(self, now: float) -> None:
-        for name, s in list(self._suspicions.items()):
-            if s.expired(now):
-                self._suspicion_expired(now, name, s)
+        heap = self._sus_heap  # suspicion deadlines, earliest first; stale entries skipped
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            if self._sus_live(entry):
+                self._suspicion_expired(now, entry[2], entry[3])
         for seq, relay in list(self._relays.items()):
             if now >= relay.deadline:
                 del self._relays[seq]
@@ -235,7 +272,9 @@ class Memberlist:
             self._start_probe(now)
         if self._gossip_now or now >= self._next_gossip:
             if now >= self._next_gossip:
-                self._next_gossip = max(self._next_gossip + self.cfg.gossip_interval, now)
+                # after idle time (no tick while there was nothing to send) restart the beat
+                nxt = self._next_gossip + self.cfg.gossip_interval
+                self._next_gossip = nxt if nxt > now else now + self.cfg.gossip_interval
             self._gossip_now = False
             self._gossip(now)
         if now >= self._next_push_pull:
@@ -254,7 +293,14 @@ class Memberlist:
     # --- joining, leaving, streams ---------------------------------------------------------
 
     def push_pull_request(self, join: bool) -> bytes:
-        return self._wrap_stream(wire.encode_push_pull(self._local_push_pull(join)))
+        states = self._pp_states  # reset to None by every change to the member table
+        if states is None:
+            enc, ipb = wire.encode_node_state, wire.ip_to_bytes  # both memoised
+            states = self._pp_states = [
+                enc(m.name, ipb(m.addr), m.port, m.meta, m.incarnation, m.state, m.vsn)
+                for m in self.members.values()]
+        return self._wrap_stream(wire.encode_push_pull_parts(
+            join, states, self.delegate.local_state(join)))
 
     def start_push_pull(self, now: float, addr: Addr, join: bool,
                         done: Callable[[float, bool], None] | None = None) -> None:
@@ -310,7 +356,13 @@ class Memberlist:
         return None
 
     def merge_remote_state(self, now: float, pp: wire.PushPull) -> None:
+        members, local, alive, left = self.members, self.local, State.ALIVE, State.LEFT
         for r in pp.nodes:
+            if r.state == alive:  # fast path: the same early return as _alive's
+                m = members.get(r.name)
+                if m is not None and m is not local and r.incarnation <= m.incarnation and \
+                        m.state is not left:
+                    continue
             try:
                 addr = wire.ip_from_bytes(r.addr)
             except DecodeError:
@@ -330,14 +382,24 @@ class Memberlist:
         self.leaving = True
         self.local.state = State.LEFT
         self.local.state_change = now
+        self._pp_states = None
         msg = wire.encode(wire.Dead(self.local.incarnation, self.name, self.name))
+        if not self.has_live_peers():  # nobody to tell (memberlist: anyAlive)
+            if done is not None:
+                done()
+            return
         self.queue.queue(msg, key=self.name, on_done=done)
         self.gossip_soon()
+
+    def has_live_peers(self) -> bool:
+        return any(m.state is State.ALIVE and m is not self.local
+                   for m in self.members.values())
 
     def update_meta(self, now: float) -> None:
         """Re-read the delegate's meta (tags changed) and announce it with a new incarnation."""
         self.local.meta = self.delegate.node_meta(META_MAX_SIZE)
         self.local.incarnation += 1
+        self._pp_states = None
         self._queue_alive(self.local)
         self.gossip_soon()
 
@@ -429,8 +491,11 @@ class Memberlist:
             m = Member(a.node, addr_text, a.port, a.meta, a.incarnation, State.ALIVE, now,
                        a.vsn or DEFAULT_VSN)
             self.members[a.node] = m
-            self._candidates = None
-            self._order.insert(self.rng.randint(0, len(self._order)), a.node)
+            self._pp_states = None
+            if self._candidates is not None:  # a new alive member is a gossip candidate
+                self._candidates.append(m)
+            # a random position (randint is slow for the ~N^2 inserts of a big join)
+            self._order.insert(int(self.rng.random() * (len(self._order) + 1)), a.node)
             self._queue_alive(m)
             self.delegate.notify_join(now, m)
             return
@@ -450,12 +515,14 @@ class Memberlist:
         meta_changed = m.meta != a.meta
         self._suspicions.pop(m.name, None)
         m.addr, m.port, m.meta, m.incarnation = addr_text, a.port, a.meta, a.incarnation
+        self._pp_states = None
         if a.vsn:
             m.vsn = a.vsn
         if was is not State.ALIVE:
             m.state = State.ALIVE
             m.state_change = now
-            self._candidates = None
+            if was is not State.SUSPECT:  # a suspect already is a gossip candidate
+                self._candidates = None
         self._queue_alive(m)
         if was in (State.DEAD, State.LEFT):
             self.delegate.notify_join(now, m)
@@ -474,6 +541,7 @@ class Memberlist:
         if outcome.action is Action.CONFIRM:
             timer = self._suspicions.get(m.name)
             if timer is not None and timer.confirm(now, s.sender):
+                self._sus_push(m.name, timer)
                 self.queue.queue(wire.encode(s), key=m.name)
             return
         if outcome.action is not Action.MOVE:
@@ -481,6 +549,7 @@ class Memberlist:
         self.metrics.suspicions += 1
         m.incarnation = s.incarnation
         m.state = State.SUSPECT
+        self._pp_states = None
         m.state_change = now
         self.queue.queue(wire.encode(s), key=m.name)
         n = len(self.members)
@@ -488,8 +557,9 @@ class Memberlist:
         if n - 2 < k:
             k = 0
         lo = suspicion_timeout(self.cfg.suspicion_mult, n, self.cfg.probe_interval)
-        self._suspicions[m.name] = Suspicion(now, s.sender, k, lo,
-                                             lo * self.cfg.suspicion_max_timeout_mult)
+        timer = Suspicion(now, s.sender, k, lo, lo * self.cfg.suspicion_max_timeout_mult)
+        self._suspicions[m.name] = timer
+        self._sus_push(m.name, timer)
 
     def _suspicion_expired(self, now: float, name: str, s: Suspicion) -> None:
         del self._suspicions[name]
@@ -514,8 +584,13 @@ class Memberlist:
         self.queue.queue(wire.encode(d), key=m.name)
         m.incarnation = d.incarnation
         m.state = outcome.to
+        self._pp_states = None
         m.state_change = now
-        self._candidates = None
+        if outcome.to is State.LEFT:
+            self._candidates = None
+        else:  # still a gossip candidate (it was alive or suspect) until the dead time ends
+            self._candidates_until = min(self._candidates_until,
+                                         now + self.cfg.gossip_to_the_dead_time)
         if outcome.to is State.DEAD:
             self.metrics.deaths += 1
         self.delegate.notify_leave(now, m)
@@ -523,13 +598,15 @@ class Memberlist:
     def _refute(self, accused: int) -> None:
         self.metrics.refutes += 1
         self.local.incarnation = max(self.local.incarnation + 1, accused + 1)
+        self._pp_states = None
         self.awareness.apply_delta(1)
         self._queue_alive(self.local)
         self.gossip_soon()
 
     def _queue_alive(self, m: Member) -> None:
-        msg = wire.Alive(m.incarnation, m.name, wire.ip_to_bytes(m.addr), m.port, m.meta, m.vsn)
-        self.queue.queue(wire.encode(msg), key=m.name)
+        msg = wire.encode_alive(m.incarnation, m.name, wire.ip_to_bytes(m.addr), m.port, m.meta,
+                                m.vsn)
+        self.queue.queue(msg, key=m.name)
 
     # --- probing --------------------------------------------------------------------------------
 
@@ -578,6 +655,7 @@ class Memberlist:
         for name in gone:
             del self.members[name]
             self._candidates = None
+            self._pp_states = None
             self._suspicions.pop(name, None)
         if gone:
             dead = set(gone)
@@ -591,10 +669,7 @@ class Memberlist:
             self._probe = None
             return
         self.metrics.indirect_probes += 1
-        peers = [m for m in self.members.values() if m.state is State.ALIVE
-                 and m is not self.local and m.name != p.target]
-        self.rng.shuffle(peers)
-        for relay in peers[:self.cfg.indirect_checks]:
+        for relay in self._random_alive(self.cfg.indirect_checks, p.target):
             want_nack = relay.pmax >= 4
             if want_nack:
                 p.expected_nacks += 1
@@ -612,6 +687,27 @@ class Memberlist:
                         reply.message.seq_no == seq:
                     self._on_ack(t, seq)
             self._stream(target.address, self._wrap_stream(ping), on_tcp_ack)
+
+    def _random_alive(self, k: int, exclude: str) -> list[Member]:
+        """Up to ``k`` distinct random alive members other than us and ``exclude``.
+
+        Like memberlist's kRandomNodes, random picks from the probe order (so a probe in a big
+        cluster costs O(k), not a shuffle of the member table); unlike it, a short result is
+        completed from a full scan, so the only eligible relays are never missed."""
+        order, members = self._order, self.members
+        out: list[Member] = []
+        n = len(order)
+        for _ in range(3 * min(n, 64)):
+            if len(out) >= k:
+                return out
+            m = members.get(order[int(self.rng.random() * n)])
+            if m is not None and m.state is State.ALIVE and m is not self.local and \
+                    m.name != exclude and m not in out:
+                out.append(m)
+        rest = [m for m in members.values() if m.state is State.ALIVE and m is not self.local
+                and m.name != exclude and m not in out]
+        self.rng.shuffle(rest)
+        return out + rest[:k - len(out)]
 
     def _probe_failed(self, now: float, p: _Probe) -> None:
         self._probe = None
@@ -634,7 +730,7 @@ class Memberlist:
 
     def _broadcasts(self, limit: int) -> list[bytes]:
         msgs = self.queue.get(wire.COMPOUND_OVERHEAD, limit, len(self.members))
-        used = sum(len(m) + wire.COMPOUND_OVERHEAD for m in msgs)
+        used = sum(map(len, msgs)) + wire.COMPOUND_OVERHEAD * len(msgs)
         overhead = wire.COMPOUND_OVERHEAD + wire.USER_MSG_OVERHEAD
         for u in self.delegate.get_broadcasts(overhead, limit - used):
             msgs.append(bytes([MsgType.USER]) + u)

@@ -18,6 +18,8 @@ reconnect), with rumor's improvements, each documented where it is made:
 
 from __future__ import annotations
 
+import functools
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ import msgpack
 
 from gossip import wire
 from gossip.broadcast import BroadcastQueue
+from gossip.coalesce import Coalescer
 from gossip.config import Addr, Effect, GossipConfig
 from gossip.errors import DecodeError
 from gossip.lamport import LamportClock
@@ -74,6 +77,8 @@ class SerfConfig:
     broadcast_timeout: float = 5.0
     max_queue_depth: int = 4096
     protocol: int = 5
+    coalesce_period: float = 0.0  # > 0 with quiescent_period > 0: coalesce CC events
+    quiescent_period: float = 0.0  # (the serf agent uses 3 s / 1 s)
 
 
 @dataclass
@@ -113,6 +118,15 @@ def encode_tags(tags: Mapping[str, str]) -> bytes:
 
 def decode_tags(meta: bytes) -> dict[str, str]:
     """Serf protocol >= 3 tags; any other meta is the legacy role string."""
+    return dict(_decode_tags(meta))
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode_tags(meta: bytes) -> tuple[tuple[str, str], ...]:
+    return tuple(_decode_tags_dict(meta).items())
+
+
+def _decode_tags_dict(meta: bytes) -> dict[str, str]:
     if not meta:
         return {}
     if meta[0] != TAG_MAGIC:
@@ -136,6 +150,26 @@ def _encode(t: SerfMsg, body: dict[str, Any]) -> bytes:
 
 def _decode(buf: bytes, what: str) -> dict[bytes, Any]:
     return wire.unpack_map(buf, what)
+
+
+@functools.lru_cache(maxsize=16384)
+def _parse_intent(msg: bytes) -> tuple[int, str, bool]:
+    """(LTime, Node, Prune) of a join or leave intent; memoised, as gossip repeats them."""
+    if msg[0] == SerfMsg.LEAVE:
+        m = _decode(msg[1:], "leave")
+        return (wire.f_int(m, b"LTime", "leave"), wire.f_str(m, b"Node", "leave"),
+                wire.f_bool(m, b"Prune", "leave"))
+    m = _decode(msg[1:], "join")
+    return wire.f_int(m, b"LTime", "join"), wire.f_str(m, b"Node", "join"), False
+
+
+@functools.lru_cache(maxsize=16384)
+def _parse_user_event(msg: bytes) -> tuple[int, str, bytes, bool]:
+    """(LTime, Name, Payload, CC) of a user event message; memoised like intents."""
+    w = "user event"
+    m = _decode(msg[1:], w)
+    return (wire.f_int(m, b"LTime", w), wire.f_str(m, b"Name", w), wire.f_bytes(m, b"Payload", w),
+            wire.f_bool(m, b"CC", w))
 
 
 @dataclass
@@ -187,6 +221,12 @@ class Serf(Delegate):
         self._next_reap = now + self.cfg.reap_interval
         self._next_reconnect = now + self.gcfg.reconnect_interval
         self._next_queue_check = now + 30.0
+        self._gen = 0  # bumped by every change to what local_state() or _reconnect() read
+        self._state_parts: tuple[int, tuple[bytes, bytes, bytes]] = (-1, (b"", b"", b""))
+        self._failed: tuple[int, list[SerfMember]] = (-1, [])
+        self.coalescer: Coalescer[UserEvent] | None = None
+        if self.cfg.coalesce_period > 0 and self.cfg.quiescent_period > 0:
+            self.coalescer = Coalescer(self.cfg.coalesce_period, self.cfg.quiescent_period)
         self.ml = Memberlist(self.gcfg, name, addr, rng=rng, now=now, delegate=self,
                              keyring=keyring)
         self.notify_join(now, self.ml.local)  # memberlist announces the local node too
@@ -211,10 +251,13 @@ class Serf(Delegate):
 
     def next_deadline(self) -> float:
         return min(self.ml.next_deadline(), self._next_reap, self._next_reconnect,
-                   self._next_queue_check)
+                   self._next_queue_check,
+                   self.coalescer.deadline() if self.coalescer is not None else math.inf)
 
     def tick(self, now: float) -> None:
         self.ml.tick(now)
+        if self.coalescer is not None:
+            self._out.extend(self.coalescer.flush_due(now))
         if now >= self._next_reap:
             self._next_reap = now + self.cfg.reap_interval
             self._reap(now)
@@ -324,11 +367,12 @@ class Serf(Delegate):
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
         n = self.ml.num_members()
         out = self.intents.get(overhead, limit, n)
-        used = sum(len(m) + overhead for m in out)
+        used = sum(map(len, out)) + overhead * len(out)
         for q in (self.query_queue, self.event_queue):
-            got = q.get(overhead, limit - used, n)
-            used += sum(len(m) + overhead for m in got)
-            out.extend(got)
+            if q:
+                got = q.get(overhead, limit - used, n)
+                used += sum(map(len, got)) + overhead * len(got)
+                out.extend(got)
         return out
 
     def notify_msg(self, now: float, msg: bytes) -> None:
@@ -339,27 +383,23 @@ class Serf(Delegate):
             raise
 
     def _notify_msg(self, now: float, msg: bytes) -> None:
+        if not msg:
+            raise DecodeError("empty serf message")
         t = msg[0]
         if t == SerfMsg.LEAVE:
-            m = _decode(msg[1:], "leave")
+            ltime, node, prune = _parse_intent(msg)
             self.metrics.intents_received += 1
-            if self._leave_intent(now, wire.f_int(m, b"LTime", "leave"),
-                                  wire.f_str(m, b"Node", "leave"),
-                                  wire.f_bool(m, b"Prune", "leave")):
+            if self._leave_intent(now, ltime, node, prune):
                 self.intents.queue(msg)
                 self.ml.gossip_soon()
         elif t == SerfMsg.JOIN:
-            m = _decode(msg[1:], "join")
+            ltime, node, _ = _parse_intent(msg)
             self.metrics.intents_received += 1
-            if self._join_intent(now, wire.f_int(m, b"LTime", "join"),
-                                 wire.f_str(m, b"Node", "join")):
+            if self._join_intent(now, ltime, node):
                 self.intents.queue(msg)
         elif t == SerfMsg.USER_EVENT:
-            m = _decode(msg[1:], "user event")
-            self._handle_user_event(now, wire.f_int(m, b"LTime", "user event"),
-                                    wire.f_str(m, b"Name", "user event"),
-                                    wire.f_bytes(m, b"Payload", "user event"),
-                                    wire.f_bool(m, b"CC", "user event"), msg, fresh=False)
+            ltime, name, payload, cc = _parse_user_event(msg)
+            self._handle_user_event(now, ltime, name, payload, cc, msg, fresh=False)
         elif t == SerfMsg.QUERY:
             self._handle_query(now, msg)
         elif t == SerfMsg.QUERY_RESPONSE:
@@ -368,17 +408,26 @@ class Serf(Delegate):
             raise DecodeError(f"unknown serf message type {t}")
 
     def local_state(self, join: bool) -> bytes:
-        slots = sorted(self._events.values(), key=lambda s: s.ltime)[-self.cfg.push_pull_events:]
-        body = {
-            "LTime": self.clock.time(),
-            "StatusLTimes": {n: m.status_ltime for n, m in self.members.items()},
-            "LeftMembers": [n for n, m in self.members.items() if m.status is MemberStatus.LEFT],
-            "EventLTime": self.event_clock.time(),
-            "Events": [{"LTime": s.ltime, "Events": [{"Name": n, "Payload": p}
-                                                      for n, p in s.events]} for s in slots],
-            "QueryLTime": self.query_clock.time(),
-        }
-        return _encode(SerfMsg.PUSH_PULL, body)
+        """``[2] + msgpack{LTime, StatusLTimes, LeftMembers, EventLTime, Events, QueryLTime}``.
+
+        The three big fields are packed once per change (``_gen``) and spliced into the map:
+        the bytes are the same as packing the whole dict (msgpack keeps insertion order)."""
+        if self._state_parts[0] != self._gen:
+            slots = sorted(self._events.values(),
+                           key=lambda s: s.ltime)[-self.cfg.push_pull_events:]
+            self._state_parts = (self._gen, (
+                wire.packb({n: m.status_ltime for n, m in self.members.items()}),
+                wire.packb([n for n, m in self.members.items()
+                            if m.status is MemberStatus.LEFT]),
+                wire.packb([{"LTime": s.ltime, "Events": [{"Name": n, "Payload": p}
+                                                          for n, p in s.events]}
+                            for s in slots])))
+        status, left, events = self._state_parts[1]
+        p = wire.packb
+        return b"".join((bytes([SerfMsg.PUSH_PULL, 0x86]),
+                         p("LTime"), p(self.clock.time()), p("StatusLTimes"), status,
+                         p("LeftMembers"), left, p("EventLTime"), p(self.event_clock.time()),
+                         p("Events"), events, p("QueryLTime"), p(self.query_clock.time())))
 
     def merge_remote_state(self, now: float, buf: bytes, join: bool) -> None:
         if not buf or buf[0] != SerfMsg.PUSH_PULL:
@@ -401,11 +450,19 @@ class Serf(Delegate):
                 left_names.add(name)
                 lt = status.get(raw, 0)
                 self._leave_intent(now, (lt if isinstance(lt, int) else 0) + 1, name, False)
+        members, seen = self.members, 0
         for raw, lt in status.items():
             if isinstance(raw, bytes) and isinstance(lt, int):
                 name = raw.decode("utf-8", "replace")
-                if name not in left_names:
-                    self._join_intent(now, lt, name)
+                if name in left_names:
+                    continue
+                known = members.get(name)
+                if known is not None and lt <= known.status_ltime:  # fast path: nothing new
+                    if lt > seen:  # _join_intent would only have witnessed it
+                        seen = lt
+                    continue
+                self._join_intent(now, lt, name)
+        self.clock.witness(seen)
         if join and self._ignore_old:
             self.event_min_time = max(self.event_min_time, wire.f_int(m, b"EventLTime", w))
         events = m.get(b"Events") or []
@@ -437,6 +494,7 @@ class Serf(Delegate):
             m.status = MemberStatus.ALIVE
             m.leave_time = 0.0
             m.addr, m.port, m.tags, m.vsn = n.addr, n.port, tags, n.vsn
+        self._gen += 1
         self._out.append(MemberEvent("join", _snapshot(m)))
 
     def notify_leave(self, now: float, n: Member) -> None:
@@ -452,6 +510,7 @@ class Serf(Delegate):
         else:
             return
         m.leave_time = now
+        self._gen += 1
         self._out.append(MemberEvent(kind, _snapshot(m)))
 
     def notify_update(self, now: float, n: Member) -> None:
@@ -484,6 +543,7 @@ class Serf(Delegate):
         if ltime <= m.status_ltime:
             return False
         m.status_ltime = ltime
+        self._gen += 1
         if m.status is MemberStatus.LEAVING:
             m.status = MemberStatus.ALIVE
         return True
@@ -499,6 +559,7 @@ class Serf(Delegate):
             self._broadcast_join(now, self.clock.time())  # refute: we are not leaving
             return False
         m.status_ltime = ltime
+        self._gen += 1
         if m.status is MemberStatus.ALIVE:
             m.status = MemberStatus.LEAVING
         elif m.status is MemberStatus.FAILED:
@@ -532,8 +593,12 @@ class Serf(Delegate):
             self.metrics.events_deduped += 1
             return False
         slot.events.append((name, payload))
+        self._gen += 1
         self.metrics.events_received += 1
-        self._out.append(UserEvent(ltime, name, payload, cc))
+        if cc and self.coalescer is not None:
+            self.coalescer.add(now, UserEvent(ltime, name, payload, cc))
+        else:
+            self._out.append(UserEvent(ltime, name, payload, cc))
         if rebroadcast:
             if raw is None:
                 raw = _encode(SerfMsg.USER_EVENT, {"LTime": ltime, "Name": name,
@@ -607,10 +672,14 @@ class Serf(Delegate):
 
     def _erase(self, m: SerfMember) -> None:
         self.members.pop(m.name, None)
+        self._gen += 1
         self._out.append(MemberEvent("reap", _snapshot(m)))
 
     def _reconnect(self, now: float) -> None:
-        failed = [m for m in self.members.values() if m.status is MemberStatus.FAILED]
+        if self._failed[0] != self._gen:
+            self._failed = (self._gen, [m for m in self.members.values()
+                                        if m.status is MemberStatus.FAILED])
+        failed = self._failed[1]
         if failed and not self.left:
             m = self.rng.choice(failed)
             self.ml.start_push_pull(now, (m.addr, m.port), join=False)

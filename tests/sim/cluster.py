@@ -8,6 +8,10 @@ A "core" is anything with the sans-IO surface shared by :class:`gossip.membershi
 and :class:`gossip.serf.Serf`: ``receive_packet``, ``tick``, ``next_deadline``,
 ``take_effects``, ``handle_stream``, ``stream_reply``.  TCP exchanges are reliable (TCP
 retransmits) but blocked by partitions and crashes, and take one link delay each way.
+
+:class:`SerfCluster` builds ``n`` Serf cores on top of a :class:`ClusterSim` and records what
+scenario tests assert on: every dead/left transition any node made (``downs``), the user
+events each node delivered, and the Serf member events ("failed", "leave", ...).
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gossip import wire
-from gossip.config import Addr, SendPacket, StreamRequest
+from gossip.config import Addr, GossipConfig, SendPacket, StreamRequest
 from gossip.errors import DecodeError
+from gossip.membership import Member
+from gossip.serf import MemberEvent, MemberStatus, Serf, SerfConfig, UserEvent
+from gossip.state import State
 from gossip.wire import StreamMessage
 
 
@@ -114,12 +121,14 @@ class ClusterSim:
 
     def _route(self, src: Addr, eff: object) -> None:
         if isinstance(eff, SendPacket):
-            copies = 2 if self.rng.random() < self.link.dup else 1
+            link, rnd = self.link, self.rng.random
+            copies = 2 if link.dup and rnd() < link.dup else 1
             for _ in range(copies):
-                if self.rng.random() < self.link.loss:
+                if link.loss and rnd() < link.loss:
                     self.dropped += 1
                     continue
-                self.at(self.now + self._delay(), lambda d=eff.addr, p=eff.data:
+                delay = link.delay_min + (link.delay_max - link.delay_min) * rnd()
+                self.at(self.now + delay, lambda d=eff.addr, p=eff.data:
                         self._deliver(src, d, p))
         elif isinstance(eff, StreamRequest):
             self.at(self.now + self._delay(), lambda: self._stream(src, eff))
@@ -139,10 +148,13 @@ class ClusterSim:
         reply: StreamMessage | None = None
         dst = req.addr
         if dst in self.nodes and not self._blocked(src, dst):
-            out = self.nodes[dst].handle_stream(self.now, src, wire.parse_stream(req.data))
+            try:  # a shell drops a stream it cannot parse; the caller sees a failed exchange
+                out = self.nodes[dst].handle_stream(self.now, src, wire.parse_stream(req.data))
+                if out is not None:
+                    reply = wire.parse_stream(out)
+            except DecodeError:
+                self.decode_errors += 1
             self._after_activity(dst)
-            if out is not None:
-                reply = wire.parse_stream(out)
         if req.expect_reply:
             def back() -> None:
                 if src in self.crashed:
@@ -168,3 +180,142 @@ class ClusterSim:
     def poke(self, addr: Addr) -> None:
         """Flush effects a test caused by calling a core directly."""
         self._after_activity(addr)
+
+
+# --- Serf clusters --------------------------------------------------------------------------
+
+
+def node_addr(i: int) -> Addr:
+    """A distinct private address for node ``i`` (62,500 per /8 before wrapping)."""
+    return (f"10.{i // 62500 % 250}.{i // 250 % 250}.{i % 250 + 1}", 7946)
+
+
+@dataclass(frozen=True)
+class Down:
+    """One node's memberlist declared another dead (``State.DEAD``) or left (``LEFT``)."""
+
+    time: float
+    observer: str
+    subject: str
+    state: State
+
+
+class SimSerf(Serf):
+    """A Serf core that also logs every dead/left transition it makes (memberlist's
+    NotifyLeave), so a scenario can check "never declared dead" over a whole run."""
+
+    downs: list[Down]
+
+    def notify_leave(self, now: float, n: Member) -> None:
+        self.downs.append(Down(now, self.name, n.name, n.state))
+        super().notify_leave(now, n)
+
+
+class SerfCluster:
+    """``n`` Serf cores named ``n0``..``n{n-1}`` in one seeded :class:`ClusterSim`."""
+
+    def __init__(self, n: int, *, seed: int = 0, link: Link | None = None,
+                 tags: dict[str, str] | None = None, gossip: GossipConfig | None = None,
+                 config: SerfConfig | None = None) -> None:
+        self.sim = ClusterSim(seed=seed, link=link or Link())
+        self.seed = seed
+        self.tags = tags if tags is not None else {"role": "sim"}
+        self.gossip = gossip
+        self.config = config
+        self.nodes: list[SimSerf] = []
+        self.by_name: dict[str, SimSerf] = {}
+        self.addr: dict[str, Addr] = {}
+        self.downs: list[Down] = []  # shared by every node
+        self.user_events: dict[str, list[UserEvent]] = {}
+        self.member_events: list[tuple[float, str, MemberEvent]] = []  # all but "join"
+        for _ in range(n):
+            self.add_node()
+
+    # --- building ------------------------------------------------------------------------
+
+    def add_node(self, name: str | None = None) -> SimSerf:
+        i = len(self.nodes)
+        name = name or f"n{i}"
+        addr = node_addr(i)
+        core = SimSerf(name, addr, rng=random.Random(self.seed * 1_000_003 + i),
+                       now=self.sim.now, tags=self.tags, gossip=self.gossip, config=self.config)
+        core.downs = self.downs
+        self.nodes.append(core)
+        self.by_name[name] = core
+        self.addr[name] = addr
+        self.user_events[name] = []
+        self.sim.add(addr, core)
+        return core
+
+    def join(self, node: Serf, seeds: list[str]) -> None:
+        node.join(self.sim.now, [self.addr[s] for s in seeds])
+        self.sim.poke(self.addr[node.name])
+
+    def join_all(self, seeds: int = 1) -> None:
+        """Every node but ``n0`` joins one of the first ``seeds`` nodes (round robin)."""
+        names = [n.name for n in self.nodes[:seeds]]
+        for i, node in enumerate(self.nodes[1:], start=1):
+            self.join(node, [names[i % len(names)] if i >= len(names) else names[0]])
+
+    # --- running and observing ---------------------------------------------------------
+
+    def run(self, dt: float) -> None:
+        self.sim.run_for(dt)
+        self.collect()
+
+    def run_until(self, cond: Callable[[], bool], timeout: float, step: float = 0.5) -> float:
+        """Run in ``step``s until ``cond()``; the simulated time it took.  AssertionError after
+        ``timeout`` simulated seconds."""
+        start = self.sim.now
+        while not cond():
+            if self.sim.now - start >= timeout:
+                raise AssertionError(f"condition not reached within {timeout} s "
+                                     f"(simulated, from t={start:.1f})")
+            self.run(step)
+        return self.sim.now - start
+
+    def collect(self) -> None:
+        """Drain every node's deliveries into ``user_events`` / ``member_events``."""
+        now = self.sim.now
+        for node in self.nodes:
+            out = node.take_deliveries()
+            if not out:
+                continue
+            mine = self.user_events[node.name]
+            for d in out:
+                if isinstance(d, UserEvent):
+                    mine.append(d)
+                elif d.kind != "join":
+                    self.member_events.append((now, node.name, d))
+
+    def live(self) -> list[SimSerf]:
+        return [n for n in self.nodes if self.addr[n.name] not in self.sim.crashed]
+
+    def crash(self, name: str) -> None:
+        self.sim.crash(self.addr[name])
+
+    def partition(self, *groups: list[str]) -> None:
+        self.sim.partition(*[[self.addr[n] for n in g] for g in groups])
+
+    def heal(self) -> None:
+        self.sim.heal()
+
+    @staticmethod
+    def with_status(node: Serf, status: MemberStatus) -> set[str]:
+        return {m.name for m in node.members.values() if m.status is status}
+
+    def all_see(self, names: set[str], status: MemberStatus = MemberStatus.ALIVE,
+                among: list[SimSerf] | None = None) -> bool:
+        """Every live node (or ``among``) sees exactly ``names`` with ``status``."""
+        return all(self.with_status(n, status) == names for n in (among or self.live()))
+
+    def sees(self, observers: list[SimSerf], subjects: set[str],
+             status: MemberStatus) -> bool:
+        """Every observer holds every subject with ``status``."""
+        for o in observers:
+            members = o.members
+            for s in subjects:
+                m = members.get(s)
+                if m is None or m.status is not status:
+                    return False
+        return True
