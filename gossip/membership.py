@@ -285,6 +285,10 @@ class Memberlist:
             self._next_push_pull = now + interval
             self._periodic_push_pull(now)
 
+    def push_pull_soon(self, now: float, delay: float) -> None:
+        """Bring the next anti-entropy push-pull forward to at most ``delay`` from now."""
+        self._next_push_pull = min(self._next_push_pull, now + delay)
+
     def gossip_soon(self) -> None:
         """Ask for an extra gossip round at the next tick (fresh broadcasts go out at once)."""
         if self.cfg.gossip_on_new:
