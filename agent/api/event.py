@@ -7,10 +7,12 @@ datacenter, oversize payload: 413).
 
 from __future__ import annotations
 
+import functools
+
 from agent.agent import Agent, FireError
 from agent.duration import parse_go_duration
-from agent.events import effective_wait
-from agent.http.types import HTTPError, Request, Response
+from agent.events import UserEvent, effective_wait
+from agent.http.types import HTTPError, Request, Response, go_json
 
 MAX_UINT64 = (1 << 64) - 1
 
@@ -62,5 +64,14 @@ async def list_events(agent: Agent, req: Request) -> Response:
         new_index, events = await agent.store.wait_list(name, index, effective_wait(wait))
     else:
         new_index, events = agent.store.list(name)
-    return Response.json([e.to_json() for e in events],
-                         headers=[("X-Consul-Index", str(new_index))], pretty=pretty(req))
+    headers = [("X-Consul-Index", str(new_index))]
+    if pretty(req):
+        return Response.json([e.to_json() for e in events], headers=headers, pretty=True)
+    body = b"[" + b",".join(_event_json(e) for e in events) + b"]"
+    return Response(200, body, [("Content-Type", "application/json"), *headers])
+
+
+@functools.lru_cache(maxsize=4096)
+def _event_json(ev: UserEvent) -> bytes:
+    """Events never change: render each once (a woken long-poll re-lists up to 256 of them)."""
+    return go_json(ev.to_json())
