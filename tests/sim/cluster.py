@@ -59,7 +59,9 @@ class ClusterSim:
     crashed: set[Addr] = field(default_factory=set)
     group: dict[Addr, int] = field(default_factory=dict)  # partition id per node (0 = none)
     delivered: int = 0
-    dropped: int = 0
+    dropped: int = 0  # datagrams that never arrived: link loss, crashes, partitions
+    lost: int = 0  # of which dropped by the link's random loss
+    sent: int = 0  # datagrams handed to the network (copies from duplication included)
     decode_errors: int = 0
     _heap: list[tuple[float, int, Callable[[], None]]] = field(default_factory=list)
     _seq: Iterable[int] = field(default_factory=itertools.count)
@@ -124,8 +126,10 @@ class ClusterSim:
             link, rnd = self.link, self.rng.random
             copies = 2 if link.dup and rnd() < link.dup else 1
             for _ in range(copies):
+                self.sent += 1
                 if link.loss and rnd() < link.loss:
                     self.dropped += 1
+                    self.lost += 1
                     continue
                 delay = link.delay_min + (link.delay_max - link.delay_min) * rnd()
                 self.at(self.now + delay, lambda d=eff.addr, p=eff.data:

@@ -1,10 +1,11 @@
 """Big simulated clusters with the default (LAN) configuration: convergence, failure detection
 under 20% packet loss over ten simulated minutes, and a two-way partition that heals.
 
-Sizes: the convergence test always runs 1,000 nodes.  The loss and partition scenarios run
-``N_LOSS`` / ``N_PARTITION`` nodes: a ten-minute 1,000-node run costs minutes of CPU in this
-pure-Python simulator, so by default they use the largest sizes that keep this file near
-90 s on a 2-core machine.  ``RUMOR_SIM_FULL=1`` runs every scenario at 1,000 nodes.
+Sizes: the convergence test always runs 1,000 nodes (~45 s).  The loss and partition
+scenarios run ``N_LOSS`` / ``N_PARTITION`` nodes by default, sizes that keep this file under
+~90 s on a 2-core machine: at 1,000 nodes they pass too but take ~300 s (ten simulated
+minutes of probing at 20% loss) and ~400 s (500 x 500 suspicions, deaths and refutations)
+of CPU in this pure-Python simulator.  ``RUMOR_SIM_FULL=1`` runs every scenario at 1,000.
 
 Every run is reproducible from its seed (checked by ``test_same_seed_same_run``).
 """
@@ -22,7 +23,7 @@ from tests.sim.cluster import ClusterSim, SerfCluster, node_addr
 
 FULL = os.environ.get("RUMOR_SIM_FULL") == "1"
 N_CONVERGE = 1000
-N_LOSS = 1000 if FULL else 150
+N_LOSS = 1000 if FULL else 128
 N_PARTITION = 1000 if FULL else 200
 
 
@@ -66,16 +67,16 @@ def test_crash_detected_under_20pct_loss_without_false_positives() -> None:
     c.sim.link.loss = 0.2
     c.crash(victim)
     live = c.live()
-    start, dropped0, sent0 = c.sim.now, c.sim.dropped, c.sim.delivered + c.sim.dropped
+    start, lost0, sent0 = c.sim.now, c.sim.lost, c.sim.sent
     detected = c.run_until(lambda: c.sees(live, {victim}, MemberStatus.FAILED),
                            timeout=120, step=1.0)
     c.run(600 - (c.sim.now - start))  # keep going: ten simulated minutes at 20% loss
     assert c.sim.now - start >= 600
-    loss = (c.sim.dropped - dropped0) / (c.sim.delivered + c.sim.dropped - sent0)
+    loss = (c.sim.lost - lost0) / (c.sim.sent - sent0)
     print(f"\n{N_LOSS} nodes: crash seen by all after {detected:.0f} s; 600 s at "
           f"{loss:.1%} loss; suspicions {sum(n.ml.metrics.suspicions for n in live)}, "
           f"refutes {sum(n.ml.metrics.refutes for n in live)}")
-    assert 0.17 < loss < 0.23
+    assert 0.19 < loss < 0.21
     # every live node's memberlist declared the crashed node dead (not left) ...
     dead_by = {d.observer for d in c.downs if d.subject == victim and d.state is State.DEAD}
     assert dead_by == {n.name for n in live}
