@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgpack
@@ -13,21 +13,8 @@ import trio
 
 from agent.agent import Agent
 from agent.config import AgentConfig
-from tests.interop.serfagent import SerfAgent, loopback_subnet
+from tests.interop.serfagent import SerfAgent
 from tests.interop.test_serf_membership import eventually
-
-
-@pytest.fixture
-def net() -> str:
-    return loopback_subnet()
-
-
-@pytest.fixture
-def agents() -> Iterator[list[SerfAgent]]:
-    started: list[SerfAgent] = []
-    yield started
-    for a in started:
-        a.stop()
 
 
 @pytest.fixture

@@ -5,34 +5,13 @@ Real processes and real sockets on 127.x.y.z; every wait is a bounded poll.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 
-import pytest
 import trio
 
 from gossip.node import GossipNode
 from gossip.serf import MemberStatus
-from tests.interop.serfagent import SerfAgent, loopback_subnet
-
-
-@pytest.fixture
-def net() -> str:
-    return loopback_subnet()
-
-
-@pytest.fixture
-def agents() -> Iterator[list[SerfAgent]]:
-    started: list[SerfAgent] = []
-    yield started
-    for a in started:
-        a.stop()
-
-
-@pytest.fixture
-async def nursery() -> AsyncIterator[trio.Nursery]:
-    async with trio.open_nursery() as n:
-        yield n
-        n.cancel_scope.cancel()
+from tests.interop.serfagent import SerfAgent
 
 
 async def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
