@@ -36,6 +36,7 @@ from gossip.suspicion import Suspicion, suspicion_timeout
 from gossip.wire import MsgType, StreamMessage
 
 META_MAX_SIZE = 512
+CATCH_UP_MAX = 16.0  # last catch-up push-pull after a join, in seconds
 ENCRYPTION_OVERHEAD = 29
 
 
@@ -282,6 +283,8 @@ class Memberlist:
             if self._pp_ramp < interval:
                 interval = self._pp_ramp
                 self._pp_ramp *= 2
+                if self._pp_ramp > CATCH_UP_MAX:  # 1, 2, 4, 8, 16 s, then the normal rhythm
+                    self._pp_ramp = math.inf
             self._next_push_pull = now + interval
             self._periodic_push_pull(now)
 

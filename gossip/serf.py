@@ -38,6 +38,7 @@ from gossip.membership import Delegate, Keyring, Member, Memberlist
 from gossip.state import State
 
 USER_EVENT_SIZE_HARD_LIMIT = 9 * 1024
+RECONNECT_FANOUT = 3  # expected reconnect attempts per failed member per interval
 BURST_EVENTS = 16  # new events within one second that make a burst (about one packet's worth)
 BURST_REPAIR_DELAY = 2.0  # seconds until the push-pull that repairs a burst's gaps
 TAG_MAGIC = 0xFF
@@ -694,7 +695,15 @@ class Serf(Delegate):
             self._failed = (self._gen, [m for m in self.members.values()
                                         if m.status is MemberStatus.FAILED])
         failed = self._failed[1]
-        if failed and not self.left:
+        if not failed or self.left:
+            return
+        # Serf tries with probability failed/alive every 30 s; we try every 5 s, with
+        # RECONNECT_FANOUT times that probability, so that a lone failed member gets about
+        # RECONNECT_FANOUT attempts per interval from the whole cluster, whatever its size,
+        # and a split with many failed members is retried by everyone.
+        alive = max(1, sum(1 for m in self.members.values() if m.status is MemberStatus.ALIVE)
+                    - 1)
+        if self.rng.random() < RECONNECT_FANOUT * len(failed) / alive:
             m = self.rng.choice(failed)
             self.ml.start_push_pull(now, (m.addr, m.port), join=False)
 
