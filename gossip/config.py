@@ -34,6 +34,7 @@ class GossipConfig:
     verify_incoming: bool = True
     # rumor additions (Serf has no equivalent or uses slower fixed values)
     gossip_on_new: bool = True  # forward fresh broadcasts at once instead of on the next tick
+    gossip_on_new_gap: float = 0.005  # ...but at most one such extra round per 5 ms (batching)
     reconnect_interval: float = 5.0  # Serf: 30 s; how often to push-pull a random failed member
     catch_up_push_pull: bool = True  # after joining, push-pull again at 1, 2, 4, ... s
 

@@ -166,6 +166,7 @@ class Memberlist:
         self._next_probe = now + config.probe_interval * rng.random()
         self._next_gossip = now + config.gossip_interval * rng.random()
         self._gossip_now = False
+        self._last_extra = -math.inf  # when the last extra (fresh-broadcast) round went out
         self._next_push_pull = now + config.push_pull_interval * rng.random()
         # rumor: after a join, push-pull again after 1, 2, 4... s (until the normal interval)
         # so that members announced while we were joining are never left to gossip luck
@@ -186,9 +187,9 @@ class Memberlist:
         return out
 
     def next_deadline(self) -> float:
-        if self._gossip_now:
-            return -math.inf
         t = min(self._next_probe, self._next_push_pull)
+        if self._gossip_now:
+            t = min(t, self._last_extra + self.cfg.gossip_on_new_gap)
         # an idle gossip tick does nothing, so it is only due when there is something to send
         if self._next_gossip < t and (self.queue or self.delegate.has_broadcasts()):
             t = self._next_gossip
@@ -271,7 +272,10 @@ class Memberlist:
             if self._probe is not None:  # overran: the end handler above should have fired
                 self._probe_failed(now, self._probe)
             self._start_probe(now)
-        if self._gossip_now or now >= self._next_gossip:
+        extra = self._gossip_now and now >= self._last_extra + self.cfg.gossip_on_new_gap
+        if extra:
+            self._last_extra = now
+        if extra or now >= self._next_gossip:
             if now >= self._next_gossip:
                 # after idle time (no tick while there was nothing to send) restart the beat
                 nxt = self._next_gossip + self.cfg.gossip_interval

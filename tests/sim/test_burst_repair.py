@@ -15,7 +15,7 @@ N = 16
 
 def missing_after_burst(seed: int) -> list[int]:
     """(event, node) pairs missing 1 s, 3 s and 10 s after 200 events fired at one node."""
-    sim = ClusterSim(seed=seed, link=Link(loss=0.05))
+    sim = ClusterSim(seed=seed, link=Link(loss=0.15))
     addrs = [(f"10.0.0.{i + 1}", 7946) for i in range(N)]
     nodes = []
     for i, a in enumerate(addrs):
@@ -43,7 +43,7 @@ def missing_after_burst(seed: int) -> list[int]:
     return out
 
 
-SEEDS = range(4)
+SEEDS = range(5)
 
 
 def test_burst_gaps_are_repaired_within_seconds() -> None:
@@ -55,5 +55,5 @@ def test_burst_gaps_are_repaired_within_seconds() -> None:
 def test_without_the_early_push_pull_gaps_wait_for_anti_entropy(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(serf_mod, "BURST_EVENTS", 10**9)
-    # with 5 % loss some seeds leave a pair unrepaired until the 30 s push-pull
+    # with 15 % loss some seeds leave pairs unrepaired until the 30 s push-pull
     assert any(missing_after_burst(seed)[2] > 0 for seed in SEEDS)
