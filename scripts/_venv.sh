@@ -4,7 +4,14 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3}"
 if [ ! -x "$ROOT/.venv/bin/python" ]; then
-    "$PY" -m venv "$ROOT/.venv"
+    if ! "$PY" -m venv "$ROOT/.venv" 2>/dev/null; then
+        # Debian's system Python ships venv separately
+        rm -rf "$ROOT/.venv"
+        if [ "$(id -u)" = 0 ]; then
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+        fi
+        "$PY" -m venv "$ROOT/.venv"
+    fi
 fi
 extra=""
 [ "${1:-}" = "test" ] && extra="[test]"
