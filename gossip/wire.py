@@ -254,26 +254,24 @@ def _nil_if_empty(b: bytes) -> bytes | None:
 # --- encoding ------------------------------------------------------------------------------------
 
 
+def _with_source(d: dict[str, Any], msg: Ping | IndirectPingReq) -> dict[str, Any]:
+    """Add the ``omitempty`` reply-to fields that ping and indirect ping share."""
+    if msg.source_addr:
+        d["SourceAddr"] = msg.source_addr
+    if msg.source_port:
+        d["SourcePort"] = msg.source_port
+    if msg.source_node:
+        d["SourceNode"] = msg.source_node
+    return d
+
+
 def _body(msg: Message) -> tuple[MsgType, dict[str, Any]]:
     if isinstance(msg, Ping):
-        d: dict[str, Any] = {"SeqNo": msg.seq_no, "Node": msg.node}
-        if msg.source_addr:
-            d["SourceAddr"] = msg.source_addr
-        if msg.source_port:
-            d["SourcePort"] = msg.source_port
-        if msg.source_node:
-            d["SourceNode"] = msg.source_node
-        return MsgType.PING, d
+        return MsgType.PING, _with_source({"SeqNo": msg.seq_no, "Node": msg.node}, msg)
     if isinstance(msg, IndirectPingReq):
-        d = {"SeqNo": msg.seq_no, "Target": msg.target, "Port": msg.port, "Node": msg.node,
-             "Nack": msg.nack}
-        if msg.source_addr:
-            d["SourceAddr"] = msg.source_addr
-        if msg.source_port:
-            d["SourcePort"] = msg.source_port
-        if msg.source_node:
-            d["SourceNode"] = msg.source_node
-        return MsgType.INDIRECT_PING, d
+        return MsgType.INDIRECT_PING, _with_source(
+            {"SeqNo": msg.seq_no, "Target": msg.target, "Port": msg.port, "Node": msg.node,
+             "Nack": msg.nack}, msg)
     if isinstance(msg, Ack):
         return MsgType.ACK, {"SeqNo": msg.seq_no, "Payload": _nil_if_empty(msg.payload)}
     if isinstance(msg, Nack):
