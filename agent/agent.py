@@ -8,11 +8,9 @@ retry, graceful leave.  The HTTP handlers in ``agent.api`` are thin wrappers aro
 
 from __future__ import annotations
 
-import base64
 import logging
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,7 +150,6 @@ class Agent:
             gossip=gossip or GossipConfig.profile(config.gossip_profile),
             serf=SerfConfig(event_size_limit=config.event_size_limit), keyring=keyring,
             on_delivery=self._on_delivery)
-        self.member_listeners: list[Callable[[MemberEvent], None]] = []
         self.leaving = False
         self.shutdown = trio.Event()
         self.fatal: str | None = None  # why the agent stopped itself (exit status 1)
@@ -285,8 +282,6 @@ class Agent:
         elif isinstance(d, MemberEvent):
             log.info("serf: member %s: %s %s:%d", d.kind, d.member.name, d.member.addr,
                      d.member.port)
-            for fn in list(self.member_listeners):
-                fn(d)
 
     # --- views -------------------------------------------------------------------------------
 
@@ -318,7 +313,3 @@ class Agent:
                             "ClientAddr": cfg.client_addr, "HTTPPort": cfg.http_port,
                             "SerfLANPort": self.node.port},
         }
-
-
-def b64(data: bytes | None) -> str | None:
-    return base64.b64encode(data).decode() if data else None
