@@ -8,9 +8,11 @@ retry, graceful leave.  The HTTP handlers in ``agent.api`` are thin wrappers aro
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,18 @@ class FireError(Exception):
 
 class JoinError(Exception):
     pass
+
+
+class ReloadError(Exception):
+    """A reload that changed nothing: the new configuration is invalid (the text says why)."""
+
+
+# What `reload` (SIGHUP, PUT /v1/agent/reload) changes without a restart
+RELOADABLE = ("log_level", "acl_enabled", "acl_default_policy", "acl_initial_management_token",
+              "acl_agent_token", "acl_agent_recovery_token", "acl_default_token",
+              "acl_token_list", "tls_ca_file", "tls_cert_file", "tls_key_file",
+              "tls_verify_incoming")
+ReloadHook = Callable[[AgentConfig], Callable[[], None]]  # check new config -> apply it
 
 
 @dataclass
@@ -150,6 +164,9 @@ class Agent:
             gossip=gossip or GossipConfig.profile(config.gossip_profile),
             serf=SerfConfig(event_size_limit=config.event_size_limit), keyring=keyring,
             on_delivery=self._on_delivery)
+        self.acls = config.acls()
+        self.reloader: Callable[[], AgentConfig] | None = None  # re-reads flags, files, env
+        self.reload_hooks: list[ReloadHook] = []
         self.leaving = False
         self.shutdown = trio.Event()
         self.fatal: str | None = None  # why the agent stopped itself (exit status 1)
@@ -224,6 +241,25 @@ class Agent:
         peers = any(m.status is MemberStatus.ALIVE and m.name != self.node_name
                     for m in self.node.members())
         await self.node.leave(timeout=None if peers else 0.0)
+
+    def reload(self) -> None:
+        """Re-read the configuration; apply ACLs, log level and TLS files, or change nothing
+        (ReloadError) if any of it is invalid.  Other settings need a restart."""
+        if self.reloader is None:
+            raise ReloadError("this agent has no configuration source to re-read")
+        try:
+            new = self.reloader()
+            acls = new.acls()
+            commits = [hook(new) for hook in self.reload_hooks]
+        except ValueError as exc:  # ConfigError, ACLError, TLSConfigError
+            raise ReloadError(str(exc)) from None
+        self.acls = acls
+        for commit in commits:
+            commit()
+        self.config = dataclasses.replace(self.config,
+                                          **{k: getattr(new, k) for k in RELOADABLE})
+        log.info("agent: reloaded configuration (ACLs %s, log level %s)",
+                 "enabled" if new.acl_enabled else "disabled", new.log_level)
 
     # --- events ------------------------------------------------------------------------------
 

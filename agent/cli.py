@@ -40,6 +40,12 @@ HTTP_FLAGS = (
              f"{DEFAULT_ADDR}.", "ADDR"),
     FlagSpec("token", "str", "ACL token sent as X-Consul-Token. Default: $RUMOR_HTTP_TOKEN "
              "or $CONSUL_HTTP_TOKEN.", "TOKEN"),
+    FlagSpec("ca-file", "str", "CA file to verify the agent's HTTPS certificate. Default: "
+             "$RUMOR_CACERT or $CONSUL_CACERT, else the system CAs.", "PATH"),
+    FlagSpec("client-cert", "str", "Client certificate for HTTPS (with -client-key). Default: "
+             "$RUMOR_CLIENT_CERT or $CONSUL_CLIENT_CERT.", "PATH"),
+    FlagSpec("client-key", "str", "Client key for HTTPS. Default: $RUMOR_CLIENT_KEY or "
+             "$CONSUL_CLIENT_KEY.", "PATH"),
 )
 
 
@@ -47,12 +53,30 @@ def _err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _setting(flags: ParsedFlags, env: Env, flag: str, var: str) -> str | None:
+    """A client setting: the flag, else $RUMOR_<var>, else $CONSUL_<var>."""
+    return flags.get_str(flag) or env.get("RUMOR_" + var) or env.get("CONSUL_" + var) or None
+
+
 def _client(flags: ParsedFlags, env: Env, timeout: float = 10.0) -> Client:
-    addr = (flags.get_str("http-addr") or env.get("RUMOR_HTTP_ADDR")
-            or env.get("CONSUL_HTTP_ADDR") or DEFAULT_ADDR)
-    token = (flags.get_str("token") or env.get("RUMOR_HTTP_TOKEN")
-             or env.get("CONSUL_HTTP_TOKEN") or None)
-    return Client(addr, token, timeout)
+    addr = _setting(flags, env, "http-addr", "HTTP_ADDR") or DEFAULT_ADDR
+    token = _setting(flags, env, "token", "HTTP_TOKEN")
+    ssl_on = (env.get("RUMOR_HTTP_SSL") or env.get("CONSUL_HTTP_SSL") or "").lower()
+    if "://" not in addr and ssl_on in ("1", "t", "true"):  # Consul's CONSUL_HTTP_SSL
+        addr = "https://" + addr
+    context = None
+    if addr.lower().startswith("https://"):
+        from agent.tls import TLSConfigError, client_context
+
+        verify = (env.get("RUMOR_HTTP_SSL_VERIFY") or env.get("CONSUL_HTTP_SSL_VERIFY")
+                  or "true").lower() not in ("0", "f", "false")
+        try:
+            context = client_context(_setting(flags, env, "ca-file", "CACERT"),
+                                     _setting(flags, env, "client-cert", "CLIENT_CERT"),
+                                     _setting(flags, env, "client-key", "CLIENT_KEY"), verify)
+        except TLSConfigError as e:
+            raise ClientError(f"Error setting up TLS: {e}") from None
+    return Client(addr, token, timeout, tls=context)
 
 
 def _status(resp: Response) -> str:
@@ -278,6 +302,23 @@ def cmd_monitor(f: ParsedFlags, env: Env) -> int:
     return 1
 
 
+def cmd_reload(f: ParsedFlags, env: Env) -> int:
+    if f.args:
+        raise FlagError("Too many command line arguments.")
+    resp = _client(f, env, timeout=30.0).put("/v1/agent/reload")
+    if resp.status != 200:
+        _err(f"Error reloading: {_status(resp)}")
+        return 1
+    print("Configuration reload triggered")
+    return 0
+
+
+def cmd_tls(f: ParsedFlags, env: Env) -> int:
+    from agent.tlsgen import run_tls_command
+
+    return run_tls_command(f.args)
+
+
 def cmd_keygen(f: ParsedFlags, env: Env) -> int:
     print(base64.b64encode(os.urandom(32)).decode())
     return 0
@@ -312,7 +353,7 @@ def cmd_agent(argv: Sequence[str], env: Env, *, validate: bool) -> int:
         return 0
     from agent.runtime import run_agent  # the heavy (trio) import happens only here
 
-    return run_agent(config)
+    return run_agent(config, lambda: load_config(argv, env))
 
 
 # ---------------------------------------------------------------- table and dispatch
@@ -358,6 +399,12 @@ COMMANDS: dict[str, Command] = {
     "monitor": Command("Stream logs from a rumor agent", "rumor monitor [options]",
                        (_s("log-level", "Log level to stream (default INFO)."), *HTTP_FLAGS),
                        cmd_monitor),
+    "reload": Command("Triggers the agent to reload configuration files (ACLs, log level, TLS)",
+                      "rumor reload [options]", HTTP_FLAGS, cmd_reload),
+    "tls": Command("Builtin helpers for creating CAs and certificates",
+                   "rumor tls ca create [options] | rumor tls cert create -server|-client "
+                   "[options]\n\n  Run 'rumor tls ca create -h' or 'rumor tls cert create -h' "
+                   "for the options.", (), cmd_tls),
     "validate": Command("Validate config files/directories", "rumor validate [options] "
                         "[FILE_OR_DIRECTORY...]\n\n  Checks a configuration (the same flags "
                         "as 'rumor agent') and exits 0 if it is valid.", AGENT_FLAGS),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import ssl
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple
@@ -75,19 +76,26 @@ def _query(params: Params) -> str:
 
 
 class Client:
-    """`Client("127.0.0.1:8500", token=None)`: get/put return `Response(status, headers, body)`."""
+    """`Client("127.0.0.1:8500", token=None)`: get/put return `Response(status, headers, body)`.
+
+    An `https://` address uses `tls` (default: Python's default context, the system CAs)."""
 
     def __init__(self, addr: str = DEFAULT_ADDR, token: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, tls: ssl.SSLContext | None = None) -> None:
         self.scheme, self.host, self.port = parse_addr(addr)
         self.token = token or None
         self.timeout = timeout
+        self.tls = tls
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.display = f"{host}:{self.port}"
 
     def _connect(self, timeout: float | None) -> http.client.HTTPConnection:
-        cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-        conn = cls(self.host, self.port, timeout=timeout)
+        conn: http.client.HTTPConnection
+        if self.scheme == "https":
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout,
+                                               context=self.tls)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             conn.connect()
         except (OSError, http.client.HTTPException) as e:

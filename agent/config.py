@@ -23,7 +23,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.acl import ACLError, ACLs, Token, parse_token_list
 from agent.duration import parse_go_duration
+from agent.tls import TLSConfigError, server_context
 
 SERF_EVENT_SIZE_HARD_CAP = 9216
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERR")
@@ -69,10 +71,30 @@ class AgentConfig:
     event_buffer: int = 256
     gossip_profile: str = "lan"
     leave_on_terminate: bool = True
+    https_port: int = -1
+    acl_enabled: bool = False
+    acl_default_policy: str = "allow"
+    acl_initial_management_token: str | None = None
+    acl_agent_token: str | None = None
+    acl_agent_recovery_token: str | None = None
+    acl_default_token: str | None = None
+    acl_token_list: tuple[Token, ...] = ()
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_verify_incoming: bool = False
 
     def encrypt_key(self) -> bytes | None:
         """The decoded gossip key, or None when encryption is off."""
         return None if self.encrypt is None else base64.b64decode(self.encrypt)
+
+    def acls(self) -> ACLs:
+        """The ACL state this configuration describes (validated when it was loaded)."""
+        return ACLs(enabled=self.acl_enabled, default_policy=self.acl_default_policy,
+                    token_list=self.acl_token_list,
+                    initial_management=self.acl_initial_management_token,
+                    agent=self.acl_agent_token, agent_recovery=self.acl_agent_recovery_token,
+                    default=self.acl_default_token, node_name=self.node_name)
 
 
 # ---------------------------------------------------------------- Go-style flags
@@ -219,9 +241,29 @@ _FIELDS: tuple[_Field, ...] = (
            "Gossip timing profile: lan, wan or local."),
     _Field("leave_on_terminate", "bool", "leave_on_terminate", None,
            "Leave gracefully on SIGTERM."),
+    _Field("https_port", "int", "ports.https", "https-port", "HTTPS API port (-1 = off)."),
+    _Field("acl_enabled", "bool", "acl.enabled", None, "Enforce ACLs."),
+    _Field("acl_default_policy", "str", "acl.default_policy", None, "allow or deny."),
+    _Field("acl_initial_management_token", "str", "acl.tokens.initial_management", None,
+           "SecretID with full rights."),
+    _Field("acl_agent_token", "str", "acl.tokens.agent", None, "The agent's own token."),
+    _Field("acl_agent_recovery_token", "str", "acl.tokens.agent_recovery", None,
+           "SecretID for this agent's agent endpoints."),
+    _Field("acl_default_token", "str", "acl.tokens.default", None,
+           "Token for requests without one."),
+    _Field("acl_token_list", "object", "acl.token_list", None, "Tokens with their rules."),
+    _Field("tls_ca_file", "str", "tls.defaults.ca_file", None, "CA bundle (PEM)."),
+    _Field("tls_cert_file", "str", "tls.defaults.cert_file", None, "Agent certificate (PEM)."),
+    _Field("tls_key_file", "str", "tls.defaults.key_file", None, "Agent private key (PEM)."),
+    _Field("tls_verify_incoming", "bool", "tls.defaults.verify_incoming", None,
+           "Require HTTPS clients to present a certificate signed by the CA."),
 )
 _BY_NAME = {f.name: f for f in _FIELDS}
 _BY_FILE_KEY = {f.file_key: f for f in _FIELDS if f.file_key}
+# Consul's older top-level TLS keys, and tls.https (rumor serves HTTPS only) mean the same
+for _key in ("ca_file", "cert_file", "key_file", "verify_incoming"):
+    _BY_FILE_KEY[_key] = _BY_FILE_KEY[f"tls.https.{_key}"] = _BY_FILE_KEY[f"tls.defaults.{_key}"]
+_NESTED = ("ports", "acl", "acl.tokens", "tls", "tls.defaults", "tls.https")
 
 _FLAG_KIND = {"list": "list", "meta": "list", "bool": "bool"}
 AGENT_FLAGS: tuple[FlagSpec, ...] = (
@@ -286,6 +328,8 @@ def _from_json(f: _Field, value: object, where: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise bad("a list of strings")
         return list(value)
+    if f.kind == "object":
+        return value  # checked as a whole in _build
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise bad("an object of string values")
     return dict(value)
@@ -308,18 +352,21 @@ def _file_layer(path: str) -> _Layer:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: top level must be a JSON object")
     layer: _Layer = []
-    for key, value in data.items():
-        if key == "ports":
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where}: ports: must be an object")
-            items = [(f"ports.{k}", v) for k, v in value.items()]
-        else:
-            items = [(key, value)]
-        for dotted, v in items:
+
+    def walk(obj: dict[str, Any], prefix: str) -> None:
+        for key, value in obj.items():
+            dotted = prefix + key
+            if dotted in _NESTED:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{where}: {dotted}: must be an object")
+                walk(value, dotted + ".")
+                continue
             f = _BY_FILE_KEY.get(dotted)
             if f is None:
                 raise ConfigError(f"{where}: unknown key {dotted!r}")
-            layer.append((f.name, _from_json(f, v, f"{where}: {dotted}"), where))
+            layer.append((f.name, _from_json(f, value, f"{where}: {dotted}"), where))
+
+    walk(data, "")
     return layer
 
 
@@ -342,6 +389,11 @@ def _env_layer(env: Mapping[str, str]) -> _Layer:
             value: Any = [p.strip() for p in raw.split(",") if p.strip()]
         elif f.kind == "meta":
             value = dict(_split_meta(p.strip(), name) for p in raw.split(",") if p.strip())
+        elif f.kind == "object":
+            try:
+                value = json.loads(raw)
+            except ValueError as e:
+                raise ConfigError(f"{name}: invalid JSON: {e}") from None
         else:
             value = _from_text(f, raw, name)
         layer.append((f.name, value, f"environment {name}"))
@@ -446,9 +498,12 @@ def _build(values: dict[str, Any], origin: dict[str, str]) -> AgentConfig:
             raise err(name, f"cannot be the unspecified address {out[name]}")
         out[name] = str(ip)
 
-    for name in ("serf_lan_port", "http_port"):
-        if name in out and not 1 <= out[name] <= 65535:
+    for name in ("serf_lan_port", "http_port", "https_port"):
+        off = name != "serf_lan_port" and out.get(name) == -1  # Consul: -1 turns it off
+        if name in out and not off and not 1 <= out[name] <= 65535:
             raise err(name, f"must be 1-65535, got {out[name]}")
+    if out.get("http_port") == -1 and out.get("https_port", -1) == -1:
+        raise err("http_port", "-1 turns plain HTTP off, but https_port is not set either")
 
     for name in ("start_join", "retry_join"):
         for addr in out.get(name, []):
@@ -494,7 +549,32 @@ def _build(values: dict[str, Any], origin: dict[str, str]) -> AgentConfig:
     if profile not in GOSSIP_PROFILES:
         raise err("gossip_profile", f"must be one of lan, wan, local, got {profile!r}")
     out["gossip_profile"] = profile
+    _check_trust(out, origin)
     return AgentConfig(**out)
+
+
+def _check_trust(out: dict[str, Any], origin: dict[str, str]) -> None:
+    """ACLs and TLS: parse the token list, check the tokens refer to it, load the certificate
+    files once (unreadable or mismatched files stop the agent here, naming the field)."""
+    def err(text: str, *fields: str) -> ConfigError:
+        src = sorted({origin[f] for f in fields if f in origin})
+        return ConfigError(text + (f" (from {', '.join(src)})" if src else ""))
+
+    out["acl_default_policy"] = str(out.get("acl_default_policy", "allow")).lower()
+    try:
+        if "acl_token_list" in out:
+            out["acl_token_list"] = parse_token_list(out["acl_token_list"])
+        AgentConfig(**out).acls()
+    except ACLError as e:
+        raise err(str(e), *(f.name for f in _FIELDS if f.name.startswith("acl_"))) from None
+    if out.get("https_port", -1) == -1:
+        return
+    try:
+        server_context(out.get("tls_ca_file"), out.get("tls_cert_file"),
+                       out.get("tls_key_file"), bool(out.get("tls_verify_incoming")))
+    except TLSConfigError as e:
+        raise err(str(e), "https_port",
+                  *(f.name for f in _FIELDS if f.name.startswith("tls_"))) from None
 
 
 def _check_join_addr(addr: str, err: Any) -> None:

@@ -70,6 +70,13 @@ class MonitorHub(logging.Handler):
                     self.unsubscribe(recv)
 
 
+def set_console_level(level: str) -> None:
+    """Change the level of the console lines (`rumor reload`); monitors keep their own."""
+    for handler in logging.getLogger().handlers:
+        if not isinstance(handler, MonitorHub):
+            handler.setLevel(level_number(level))
+
+
 def setup_logging(level: str) -> MonitorHub:
     logging.addLevelName(5, "TRACE")
     root = logging.getLogger()

@@ -1,29 +1,37 @@
-"""``rumor agent``: start the gossip node and the HTTP API, join, run until told to stop."""
+"""``rumor agent``: start the gossip node and the HTTP(S) API, join, run until told to stop.
+
+SIGHUP (like ``PUT /v1/agent/reload``) re-reads the configuration: ACLs, log level, TLS files.
+"""
 
 from __future__ import annotations
 
 import logging
 import signal
+import ssl
 import sys
+from collections.abc import Callable
 from functools import partial
 
 import trio
 
-from agent.agent import VERSION, Agent, JoinError
+from agent.agent import VERSION, Agent, JoinError, ReloadError
 from agent.api import build_router
 from agent.config import AgentConfig
 from agent.http.server import Limits, serve_http
-from agent.logs import setup_logging
+from agent.logs import set_console_level, setup_logging
+from agent.tls import server_context
 from gossip.transport import BindError
 
 log = logging.getLogger("rumor.agent")
 
 
-def run_agent(config: AgentConfig) -> int:
-    """Run until SIGINT/SIGTERM or ``PUT /v1/agent/leave``; returns the exit status."""
+def run_agent(config: AgentConfig,
+              reloader: Callable[[], AgentConfig] | None = None) -> int:
+    """Run until SIGINT/SIGTERM or ``PUT /v1/agent/leave``; returns the exit status.
+    ``reloader`` re-reads the configuration for SIGHUP and ``rumor reload``."""
     hub = setup_logging(config.log_level)
     try:
-        return trio.run(_main, config, hub)
+        return trio.run(_main, config, hub, reloader)
     except KeyboardInterrupt:
         return 1
 
@@ -33,10 +41,35 @@ def _fatal(message: str) -> int:
     return 1
 
 
-async def _main(config: AgentConfig, hub: object) -> int:
+class _TLS:
+    """The HTTPS listener's current context; a reload swaps in a new one."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.context = self.load(config)
+
+    @staticmethod
+    def load(config: AgentConfig) -> ssl.SSLContext:
+        return server_context(config.tls_ca_file, config.tls_cert_file, config.tls_key_file,
+                              config.tls_verify_incoming)
+
+    def hook(self, new: AgentConfig) -> Callable[[], None]:
+        context = self.load(new)
+
+        def commit() -> None:
+            self.context = context
+        return commit
+
+    def __call__(self) -> ssl.SSLContext:
+        return self.context
+
+
+async def _main(config: AgentConfig, hub: object,
+                reloader: Callable[[], AgentConfig] | None = None) -> int:
     from agent.logs import MonitorHub
     assert isinstance(hub, MonitorHub)
     agent = Agent(config)
+    agent.reloader = reloader
+    agent.reload_hooks.append(lambda new: partial(set_console_level, new.log_level))
     async with trio.open_nursery() as nursery:
         try:
             await agent.start(nursery)
@@ -45,20 +78,29 @@ async def _main(config: AgentConfig, hub: object) -> int:
             return _fatal(str(exc))
         router = build_router(agent, hub)
         limits = Limits(max_body_bytes=max(config.event_size_limit, 64 * 1024))
+        addrs = []
         try:
-            http_port = await nursery.start(
-                partial(serve_http, router, config.client_addr, config.http_port,
-                        limits=limits))
-        except OSError as exc:
+            if config.http_port != -1:
+                port = await nursery.start(partial(serve_http, router, config.client_addr,
+                                                   config.http_port, limits=limits))
+                addrs.append(f"http://{config.client_addr}:{port}")
+            if config.https_port != -1:
+                tls = _TLS(config)
+                agent.reload_hooks.append(tls.hook)
+                port = await nursery.start(partial(serve_http, router, config.client_addr,
+                                                   config.https_port, limits=limits, tls=tls))
+                addrs.append(f"https://{config.client_addr}:{port}")
+        except (OSError, ValueError) as exc:  # ValueError: TLS files changed since validation
             nursery.cancel_scope.cancel()
             return _fatal(str(exc))
         adv = agent.node.serf.ml.local
         print("==> rumor agent running!", file=sys.stderr)
         print(f"         Version: {VERSION}\n       Node name: {agent.node_name}\n"
               f"      Datacenter: {config.datacenter}\n"
-              f"     Client addr: http://{config.client_addr}:{http_port}\n"
+              f"     Client addr: {', '.join(addrs)}\n"
               f"    Cluster addr: {adv.addr}:{adv.port} (LAN: {config.serf_lan_port})\n"
-              f"       Encrypted: {config.encrypt is not None}\n", file=sys.stderr, flush=True)
+              f"       Encrypted: {config.encrypt is not None}\n"
+              f"            ACLs: {config.acl_enabled}\n", file=sys.stderr, flush=True)
         if config.start_join:
             try:
                 await agent.join(list(config.start_join))
@@ -67,10 +109,16 @@ async def _main(config: AgentConfig, hub: object) -> int:
                 return _fatal(str(exc))
         if config.retry_join:
             nursery.start_soon(agent.retry_join)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async def on_signal() -> None:
                 async for sig in signals:
                     log.info("agent: caught signal %s", signal.Signals(sig).name)
+                    if sig == signal.SIGHUP:
+                        try:
+                            agent.reload()
+                        except ReloadError as exc:
+                            log.error("agent: reload failed, nothing changed: %s", exc)
+                        continue
                     if config.leave_on_terminate:
                         with trio.move_on_after(10):
                             await agent.leave()

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from agent.acl import ACLNotFound, PermissionDenied
 from agent.agent import Agent
 from agent.api import agent as agent_api
 from agent.api import event as event_api
 from agent.http.routing import Router
-from agent.http.types import Request
+from agent.http.types import HTTPError, Request
 from agent.logs import MonitorHub
 
 Endpoint = Callable[[Agent, Request], Awaitable[Any]]
@@ -20,7 +21,10 @@ def build_router(agent: Agent, hub: MonitorHub | None = None) -> Router:
 
     def bind(fn: Endpoint) -> Callable[[Request], Awaitable[Any]]:
         async def handler(req: Request) -> Any:
-            return await fn(agent, req)
+            try:
+                return await fn(agent, req)
+            except (PermissionDenied, ACLNotFound) as exc:  # Consul: 403 with the error text
+                raise HTTPError(403, str(exc)) from None
         return handler
 
     routes: list[tuple[str, str, Endpoint]] = [
@@ -35,6 +39,7 @@ def build_router(agent: Agent, hub: MonitorHub | None = None) -> Router:
         ("PUT", "/v1/agent/service/register", agent_api.register_service),
         ("PUT", "/v1/agent/service/deregister/{id...}", agent_api.deregister_service),
         ("GET", "/v1/agent/metrics", agent_api.metrics),
+        ("PUT", "/v1/agent/reload", agent_api.reload),
     ]
     if hub is not None:
         routes.append(("GET", "/v1/agent/monitor", agent_api.monitor(hub)))

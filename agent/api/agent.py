@@ -1,6 +1,9 @@
-"""``/v1/agent/*``: members, self, join, leave, force-leave, services, metrics, monitor.
+"""``/v1/agent/*``: members, self, join, leave, force-leave, reload, services, metrics, monitor.
 
-Actions (join, leave, force-leave, service register/deregister) answer an empty 200, like Consul.
+Actions (join, leave, force-leave, reload, service register/deregister) answer an empty 200,
+like Consul.  Rights, as Consul asks: members are filtered by node:read, services by
+service:read; self, metrics and monitor need agent:read on this node; join, leave and reload
+agent:write; force-leave operator:write; service register/deregister service:write.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from agent.agent import Agent, JoinError
+from agent.agent import Agent, JoinError, ReloadError
+from agent.api.auth import authorize
 from agent.api.event import pretty
 from agent.catalog import CatalogError, parse_registration
 from agent.http.types import HTTPError, Request, Response, StreamResponse
@@ -18,14 +22,31 @@ from agent.logs import MonitorHub, level_number
 
 
 async def members(agent: Agent, req: Request) -> Response:
-    return Response.json(agent.members_json(), pretty=pretty(req))
+    authz = authorize(agent, req)
+    shown = [m for m in agent.members_json() if authz.node_read(m["Name"])]
+    return Response.json(shown, pretty=pretty(req))
+
+
+def _agent_right(agent: Agent, req: Request, access: str) -> None:
+    authorize(agent, req).require("agent", agent.node_name, access)
 
 
 async def self_info(agent: Agent, req: Request) -> Response:
+    _agent_right(agent, req, "read")
     return Response.json(agent.self_json(), pretty=pretty(req))
 
 
+async def reload(agent: Agent, req: Request) -> Response:
+    _agent_right(agent, req, "write")
+    try:
+        agent.reload()
+    except ReloadError as exc:
+        raise HTTPError(500, f"Failed to reload configs: {exc}") from None
+    return Response()
+
+
 async def join(agent: Agent, req: Request) -> Response:
+    _agent_right(agent, req, "write")
     address = req.params.get("address", "")
     if not address:
         raise HTTPError(400, "Missing address to join")
@@ -37,12 +58,14 @@ async def join(agent: Agent, req: Request) -> Response:
 
 
 async def leave(agent: Agent, req: Request) -> Response:
+    _agent_right(agent, req, "write")
     await agent.leave()
     agent.shutdown.set()
     return Response()
 
 
 async def force_leave(agent: Agent, req: Request) -> Response:
+    authorize(agent, req).require("operator", None, "write")
     node = req.params.get("node", "")
     if not node:
         raise HTTPError(400, "Missing node name")
@@ -52,10 +75,14 @@ async def force_leave(agent: Agent, req: Request) -> Response:
 
 
 async def services(agent: Agent, req: Request) -> Response:
-    return Response.json(agent.catalog.to_json(agent.config.datacenter), pretty=pretty(req))
+    authz = authorize(agent, req)
+    body = agent.catalog.to_json(agent.config.datacenter)
+    shown = {sid: s for sid, s in body.items() if authz.service_read(s["Service"])}
+    return Response.json(shown, pretty=pretty(req))
 
 
 async def register_service(agent: Agent, req: Request) -> Response:
+    authz = authorize(agent, req)
     try:
         obj = json.loads(req.body or b"null")
     except ValueError as exc:
@@ -64,12 +91,20 @@ async def register_service(agent: Agent, req: Request) -> Response:
         entry = parse_registration(obj)
     except CatalogError as exc:
         raise HTTPError(400, f"Invalid Service: {exc}") from None
+    authz.require("service", entry.name, "write")
+    old = agent.catalog.get(entry.id)  # replacing another service's ID needs its right too
+    if old is not None and old.name != entry.name:
+        authz.require("service", old.name, "write")
     agent.catalog.register(entry)
     return Response()
 
 
 async def deregister_service(agent: Agent, req: Request) -> Response:
     sid = req.params.get("id", "")
+    authz = authorize(agent, req)
+    entry = agent.catalog.get(sid)
+    if entry is not None:
+        authz.require("service", entry.name, "write")
     if not agent.catalog.deregister(sid):
         raise HTTPError(404, f'Unknown service ID "{sid}". Ensure that the service ID is '
                              "passed, not the service name.")
@@ -124,6 +159,7 @@ def metric_values(agent: Agent) -> tuple[dict[str, float], dict[str, float]]:
 
 
 async def metrics(agent: Agent, req: Request) -> Response:
+    _agent_right(agent, req, "read")
     gauges, counters = metric_values(agent)
     if req.arg("format") == "prometheus":
         lines: list[str] = []
@@ -147,6 +183,7 @@ async def metrics(agent: Agent, req: Request) -> Response:
 
 def monitor(hub: MonitorHub) -> Any:
     async def handler(agent: Agent, req: Request) -> StreamResponse:
+        _agent_right(agent, req, "read")
         try:
             level = level_number(req.arg("loglevel") or "INFO")
         except ValueError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 
 from agent.agent import Agent, FireError
+from agent.api.auth import authorize
 from agent.duration import parse_go_duration
 from agent.events import UserEvent, effective_wait
 from agent.http.types import HTTPError, Request, Response, go_json
@@ -23,6 +24,8 @@ def pretty(req: Request) -> bool:
 
 async def fire(agent: Agent, req: Request) -> Response:
     name = req.params.get("name", "")
+    if name:  # a denied fire broadcasts nothing
+        authorize(agent, req).require("event", name, "write")
     limit = agent.config.event_size_limit
     if len(req.body) > limit:
         raise HTTPError(413, f"Payload too large: {len(req.body)} bytes, the event size limit "
@@ -60,10 +63,13 @@ async def list_events(agent: Agent, req: Request) -> Response:
     index = parse_index(req)
     wait = parse_wait(req)
     name = req.arg("name") or None
+    authz = authorize(agent, req)
     if index > 0:
         new_index, events = await agent.store.wait_list(name, index, effective_wait(wait))
     else:
         new_index, events = agent.store.list(name)
+    if not authz.manage:  # Consul filters the list by event:read
+        events = [e for e in events if authz.event_read(e.name)]
     headers = [("X-Consul-Index", str(new_index))]
     if pretty(req):
         return Response.json([e.to_json() for e in events], headers=headers, pretty=True)

@@ -4,7 +4,8 @@ Owns the wire policy the handlers never see: keep-alive with an idle timeout, a 
 timeout (408) against slowloris, header (431) and body (413) size limits, `Expect:
 100-continue`, HEAD, pipelining, malformed requests (400 + close), handler errors (500,
 logged on "rumor.http"), `Date` / `Content-Length`, chunked streaming, handing an upgrade over
-to `websocket.py`, connection limits and graceful shutdown.
+to `websocket.py`, connection limits and graceful shutdown.  With `tls`, each accepted socket
+is wrapped in a trio `SSLStream` (the handshake runs under the header timeout).
 
 Hang-ups: while a handler is suspended (a long-poll) or a stream is open, the connection's
 socket is watched; EOF cancels the connection's scope, so the handler sees Cancelled at once.
@@ -30,6 +31,7 @@ import logging
 import math
 import os
 import select
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -583,8 +585,9 @@ class _PeerWatch:
 class _Server:
     """Accept loops, live connections, their timeouts (one reaper task) and shutdown."""
 
-    def __init__(self, handler: Handler, limits: Limits) -> None:
-        self.handler, self.limits = handler, limits
+    def __init__(self, handler: Handler, limits: Limits,
+                 tls: Callable[[], ssl.SSLContext] | None = None) -> None:
+        self.handler, self.limits, self.tls = handler, limits, tls
         self.slots = trio.Semaphore(limits.max_connections)
         self.conns: set[_Connection] = set()
         self.closing = False
@@ -657,7 +660,11 @@ class _Server:
                 remote = (str(peer[0]), int(peer[1]))
             except OSError:
                 remote = ("", 0)
-            conn = _Connection(stream, self.handler, self.limits, remote, self)
+            wrapped: trio.abc.Stream = stream
+            if self.tls is not None:  # the context is asked per connection: reload swaps it
+                wrapped = trio.SSLStream(stream, self.tls(), server_side=True,
+                                         https_compatible=True)
+            conn = _Connection(wrapped, self.handler, self.limits, remote, self)
             self.conns.add(conn)
             try:
                 await conn.run()
@@ -673,11 +680,13 @@ async def serve_http(
     port: int,
     *,
     limits: Limits = Limits(),  # noqa: B008  (frozen, so sharing the default is safe)
+    tls: Callable[[], ssl.SSLContext] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Listen on host:port and serve `handler` until cancelled.
 
     Reports the bound port through `task_status.started(port)` (useful with port 0).
+    With `tls` (returns the current server context) it serves HTTPS.
     Raises OSError naming host:port if it cannot listen. On cancellation it stops accepting,
     closes idle connections, cancels running handlers and streams, lets writes in progress
     finish (up to `limits.shutdown_grace`), then re-raises the cancellation.
@@ -687,7 +696,7 @@ async def serve_http(
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise OSError(exc.errno, f"cannot listen on {host}:{port}: {reason}") from exc
-    server = _Server(handler, limits)
+    server = _Server(handler, limits, tls)
     async with trio.open_nursery() as nursery:
         try:
             await nursery.start(server.host, listeners)
