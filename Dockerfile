@@ -21,8 +21,14 @@ VOLUME ["/data"]
 WORKDIR /data
 USER rumor
 
-# Serf LAN gossip (UDP probes + TCP push/pull), HTTP API.
-EXPOSE 8301/tcp 8301/udp 8500/tcp
+# Where HTTPS looks for its files when RUMOR_HTTPS_PORT turns it on (mount them there;
+# names as `rumor tls ca create` / `rumor tls cert create -server` write them).
+ENV RUMOR_TLS_CA_FILE=/etc/rumor/tls/consul-agent-ca.pem \
+    RUMOR_TLS_CERT_FILE=/etc/rumor/tls/dc1-server-consul-0.pem \
+    RUMOR_TLS_KEY_FILE=/etc/rumor/tls/dc1-server-consul-0-key.pem
+
+# Serf LAN gossip (UDP probes + TCP push/pull), HTTP API, HTTPS API.
+EXPOSE 8301/tcp 8301/udp 8500/tcp 8501/tcp
 
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["rumor", "members", "-http-addr=127.0.0.1:8500"]

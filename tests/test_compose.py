@@ -193,7 +193,8 @@ def test_compose_services_have_the_intended_shape() -> None:
         assert sorted(flag_values(command, "retry-join")) == [s for s in SERVICES if s != name]
         assert flag_values(command, "client") == ["0.0.0.0"]
         assert flag_values(command, "data-dir") == ["/data"]
-        assert svc["environment"] == {"RUMOR_ENCRYPT": ""}  # unset on the host => empty
+        assert svc["environment"]["RUMOR_ENCRYPT"] == ""  # unset on the host => empty
+        assert svc["environment"]["RUMOR_ACL_ENABLED"] == "true"  # tests/test_compose_acl_tls.py
         assert svc["restart"] == "unless-stopped"
         assert svc["healthcheck"]["test"] == health
         assert svc["volumes"] == [f"{name}-data:/data:rw"]
@@ -225,7 +226,8 @@ def test_dockerfile_basics() -> None:
     assert instruction("FROM") == "python:3.11-slim"
     assert instruction("USER") == "rumor"
     assert json.loads(instruction("VOLUME")) == ["/data"]
-    assert sorted(instruction("EXPOSE").split()) == ["8301/tcp", "8301/udp", "8500/tcp"]
+    assert sorted(instruction("EXPOSE").split()) == ["8301/tcp", "8301/udp", "8500/tcp",
+                                                     "8501/tcp"]
     run = instruction("RUN")
     assert "pip install --no-cache-dir ." in run and "[test]" not in run
     assert "chown rumor:rumor /data" in run
