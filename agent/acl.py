@@ -15,6 +15,7 @@ that no rule of its token covers gets `acl.default_policy` ("allow" or "deny").
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -298,6 +299,11 @@ def parse_token_list(items: object, where: str = "acl.token_list") -> tuple[Toke
     return tuple(tokens)
 
 
+def _same(secret: str, known: str | None) -> bool:
+    """Constant-time comparison with a configured secret (any characters)."""
+    return known is not None and hmac.compare_digest(secret.encode(), known.encode())
+
+
 class ACLs:
     """The agent's ACL state: built from configuration, replaced whole on reload."""
 
@@ -335,9 +341,9 @@ class ACLs:
             if self.default_token is None:
                 return Authorizer(None, self.default_allow, accessor=ANONYMOUS_ACCESSOR)
             secret = self.default_token
-        if secret == self.management:
+        if _same(secret, self.management):
             return ALLOW_ALL
-        if secret == self.recovery:
+        if _same(secret, self.recovery):
             return self._recovery
         token = self.tokens.get(secret)
         if token is None:

@@ -347,5 +347,6 @@ class Agent:
             "DebugConfig": {"EventSizeLimit": cfg.event_size_limit,
                             "Encrypt": cfg.encrypt is not None,
                             "ClientAddr": cfg.client_addr, "HTTPPort": cfg.http_port,
+                            "HTTPSPort": cfg.https_port, "ACLsEnabled": cfg.acl_enabled,
                             "SerfLANPort": self.node.port},
         }

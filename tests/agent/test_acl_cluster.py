@@ -6,10 +6,20 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.agent.helpers import AgentProcess, free_host, free_subnet, run_cli, stop_all, wait_for
+from tests.agent.helpers import (
+    RUMOR,
+    AgentProcess,
+    free_host,
+    free_subnet,
+    http_request,
+    run_cli,
+    stop_all,
+    wait_for,
+)
 
 ROOT = "root-secret"
 OBSERVER = ('event_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }\n'
@@ -111,3 +121,31 @@ def test_bad_acl_configuration_stops_the_agent_naming_the_field(tmp_path: Path) 
         assert out.returncode == 1, (doc, out.stderr)
         assert message in out.stderr, (doc, out.stderr)
         assert "rumor agent running" not in out.stderr
+
+
+def test_sighup_changes_the_log_level(tmp_path: Path) -> None:
+    cfg = tmp_path / "level.json"
+    cfg.write_text(json.dumps({"log_level": "WARN"}))
+    host = free_host()
+    log = tmp_path / "agent.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*RUMOR, "agent", "-node=lvl", f"-bind={host}",
+                                 f"-client={host}", f"-config-file={cfg}"], stdout=out,
+                                stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        wait_for(lambda: "rumor agent running" in log.read_text(), 15, "the agent to start")
+        wait_for(lambda: http_request(host, 8500, "GET", "/v1/agent/self").status == 200, 15,
+                 "the agent to serve HTTP")
+        assert "[INFO]" not in log.read_text()  # WARN hides the member-join line
+        cfg.write_text(json.dumps({"log_level": "INFO"}))
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "agent: reloaded configuration (ACLs disabled, log level INFO)"
+                 in log.read_text(), 10, "the reload to be logged at the new level")
+        cfg.write_text(json.dumps({"log_level": "CHATTY"}))
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed, nothing changed: log_level: must be one of"
+                 in log.read_text(), 10, "the bad level to be refused")
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(15)

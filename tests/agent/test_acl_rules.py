@@ -164,3 +164,9 @@ def test_tokens_must_refer_to_known_secrets() -> None:
 def test_request_token_sources(target: str, headers: list[tuple[str, str]],
                                token: str | None) -> None:
     assert request_token(make_request("GET", target, headers)) == token
+
+
+def test_non_ascii_tokens_are_just_unknown() -> None:
+    with pytest.raises(ACLNotFound):
+        _acls().resolve("é-token")
+    assert _acls("allow", agent_recovery="récup").resolve("récup").agent_write("n1")
