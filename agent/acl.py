@@ -21,9 +21,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import hcl2
-from hcl2.utils import SerializationOptions
-
 ANONYMOUS_ACCESSOR = "00000000-0000-0000-0000-000000000002"
 NAMED_RESOURCES = ("agent", "event", "node", "service")
 SINGLE_RESOURCES = ("keyring", "operator")
@@ -32,8 +29,16 @@ _RANK = {"read": 1, "write": 2, "deny": 3}  # which of two rules for one name wi
 MAX_SECRET = 256
 TOKEN_KEYS = ("SecretID", "AccessorID", "Description", "Rules")
 
-_HCL_OPTIONS = SerializationOptions(with_comments=False, explicit_blocks=False,
-                                    preserve_heredocs=False, strip_string_quotes=False)
+
+
+def _parse_hcl(text: str) -> object:
+    # imported here: lark's grammar costs ~50 ms, which CLI client commands need not pay
+    import hcl2
+    from hcl2.utils import SerializationOptions
+
+    options = SerializationOptions(with_comments=False, explicit_blocks=False,
+                                   preserve_heredocs=False, strip_string_quotes=False)
+    return hcl2.loads(text, serialization_options=options)
 
 
 class ACLError(ValueError):
@@ -144,7 +149,7 @@ def parse_rules(source: str | Mapping[str, Any], where: str = "rules") -> Rules:
         else:
             hcl = True
             try:
-                data = hcl2.loads(text, serialization_options=_HCL_OPTIONS)
+                data = _parse_hcl(text)
             except Exception as exc:  # lark raises several types; all mean a syntax error
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 raise ACLError(f"{where}: invalid HCL rules: {type(exc).__name__}: "

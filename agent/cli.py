@@ -402,7 +402,7 @@ COMMANDS: dict[str, Command] = {
     "reload": Command("Triggers the agent to reload configuration files (ACLs, log level, TLS)",
                       "rumor reload [options]", HTTP_FLAGS, cmd_reload),
     "tls": Command("Builtin helpers for creating CAs and certificates",
-                   "rumor tls ca create [options] | rumor tls cert create -server|-client "
+                   "rumor tls ca create [options] | rumor tls cert create -server|-client|-cli "
                    "[options]\n\n  Run 'rumor tls ca create -h' or 'rumor tls cert create -h' "
                    "for the options.", (), cmd_tls),
     "validate": Command("Validate config files/directories", "rumor validate [options] "

@@ -25,7 +25,6 @@ from typing import Any
 
 from agent.acl import ACLError, ACLs, Token, parse_token_list
 from agent.duration import parse_go_duration
-from agent.tls import TLSConfigError, server_context
 
 SERF_EVENT_SIZE_HARD_CAP = 9216
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERR")
@@ -569,6 +568,8 @@ def _check_trust(out: dict[str, Any], origin: dict[str, str]) -> None:
         raise err(str(e), *(f.name for f in _FIELDS if f.name.startswith("acl_"))) from None
     if out.get("https_port", -1) == -1:
         return
+    from agent.tls import TLSConfigError, server_context  # cryptography: only when needed
+
     try:
         server_context(out.get("tls_ca_file"), out.get("tls_cert_file"),
                        out.get("tls_key_file"), bool(out.get("tls_verify_incoming")))
