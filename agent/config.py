@@ -262,6 +262,9 @@ _BY_FILE_KEY = {f.file_key: f for f in _FIELDS if f.file_key}
 # Consul's older top-level TLS keys, and tls.https (rumor serves HTTPS only) mean the same
 for _key in ("ca_file", "cert_file", "key_file", "verify_incoming"):
     _BY_FILE_KEY[_key] = _BY_FILE_KEY[f"tls.https.{_key}"] = _BY_FILE_KEY[f"tls.defaults.{_key}"]
+# ... and the pre-1.11 names of two ACL tokens
+_BY_FILE_KEY["acl.tokens.master"] = _BY_FILE_KEY["acl.tokens.initial_management"]
+_BY_FILE_KEY["acl.tokens.agent_master"] = _BY_FILE_KEY["acl.tokens.agent_recovery"]
 _NESTED = ("ports", "acl", "acl.tokens", "tls", "tls.defaults", "tls.https")
 
 _FLAG_KIND = {"list": "list", "meta": "list", "bool": "bool"}

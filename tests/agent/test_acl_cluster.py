@@ -109,7 +109,7 @@ def test_bad_acl_configuration_stops_the_agent_naming_the_field(tmp_path: Path) 
          "acl.token_list[0].Rules: unknown rule kind 'query'"),
         ({"acl": {"default_policy": "sometimes"}}, "acl.default_policy: must be allow or deny"),
         ({"acl": {"tokens": {"default": "ghost"}}}, "acl.tokens.default: no token"),
-        ({"acl": {"tokens": {"master": "x"}}}, "unknown key 'acl.tokens.master'"),
+        ({"acl": {"tokens": {"admin": "x"}}}, "unknown key 'acl.tokens.admin'"),
         ({"acl": {"enabled": "yes"}}, "acl.enabled: must be true or false"),
     ]
     for i, (doc, message) in enumerate(cases):

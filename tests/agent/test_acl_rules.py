@@ -3,6 +3,9 @@ and the request-token helper (agent/api/auth.py)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from agent.acl import (
@@ -15,6 +18,7 @@ from agent.acl import (
     parse_token_list,
 )
 from agent.api.auth import request_token
+from agent.config import load_config
 from agent.http.types import make_request
 
 RULES = """
@@ -51,8 +55,6 @@ def test_hcl_rules_follow_consuls_precedence() -> None:
 def test_json_rules_text_and_object_mean_the_same_as_hcl() -> None:
     obj = {"event_prefix": {"": {"policy": "read"}}, "event": {"deploy": {"policy": "write"}},
            "keyring": "write"}
-    import json
-
     for source in (obj, json.dumps(obj)):
         rules = parse_rules(source)
         assert rules.policy("event", "deploy") == "write"
@@ -170,3 +172,13 @@ def test_non_ascii_tokens_are_just_unknown() -> None:
     with pytest.raises(ACLNotFound):
         _acls().resolve("é-token")
     assert _acls("allow", agent_recovery="récup").resolve("récup").agent_write("n1")
+
+
+def test_consuls_older_token_names_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"acl": {"enabled": True, "tokens": {
+        "master": "root", "agent_master": "rescue"}}}))
+    config = load_config(["-node=n1", f"-config-file={path}"], {})
+    assert config.acl_initial_management_token == "root"
+    assert config.acls().resolve("rescue").agent_write("n1")
+    assert config.acls().resolve("root").operator_write()
