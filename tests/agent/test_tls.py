@@ -166,3 +166,60 @@ def test_legacy_top_level_tls_keys_and_http_port_off(pki: tuple[Path, str],
     out = run_cli("validate", "-http-port=-1")
     assert out.returncode == 1 and "https_port is not set either" in out.stderr
     assert os.path.exists(d / "dc1-server-consul-0.pem")
+
+
+def test_py_consul_over_mutual_tls_with_acl_tokens(pki: tuple[Path, str],
+                                                    tmp_path: Path) -> None:
+    """Consul's own Python client, unchanged: HTTPS with a client certificate, ACL tokens."""
+    import consul
+
+    d, host = pki
+    cfg = tmp_path / "both.json"
+    write_config(cfg, d, verify=True)
+    doc = json.loads(cfg.read_text())
+    doc["acl"] = {"enabled": True, "default_policy": "deny",
+                  "tokens": {"initial_management": "root"},
+                  "token_list": [{"SecretID": "reader",
+                                  "Rules": 'event_prefix "" { policy = "read" }'}]}
+    cfg.write_text(json.dumps(doc))
+    agent = AgentProcess("tls2", host, tmp_path / "tls2", [f"-config-file={cfg}"])
+    settings = {"host": host, "port": HTTPS_PORT, "scheme": "https",
+                "verify": str(d / "consul-agent-ca.pem"),
+                "cert": (str(d / "dc1-client-consul-0.pem"),
+                         str(d / "dc1-client-consul-0-key.pem"))}
+    try:
+        agent.start("-http-port=-1")
+        root = consul.Consul(token="root", **settings)  # type: ignore[arg-type]
+        fired = wait_for(lambda: _try_fire(root), 15, "the agent to accept a fire over HTTPS")
+        reader = consul.Consul(token="reader", **settings)  # type: ignore[arg-type]
+        with pytest.raises(consul.ACLPermissionDenied):
+            reader.event.fire("deploy", body=b"no")
+        # py-consul's event.list sends no token: anonymous, filtered by event:read to nothing
+        wait_for(lambda: json.loads(http_request_tls(host, d, "/v1/event/list?token=reader")),
+                 10, "the reader to list the event")
+        r = http_request_tls(host, d, "/v1/event/list?token=reader")
+        assert [e["ID"] for e in json.loads(r)] == [fired["ID"]]
+        assert root.event.list()[1] == []
+    finally:
+        agent.stop()
+
+
+def http_request_tls(host: str, d: Path, path: str) -> str:
+    out = curl(f"https://{host}:{HTTPS_PORT}{path}", "--cacert", str(d / "consul-agent-ca.pem"),
+               "--cert", str(d / "dc1-client-consul-0.pem"),
+               "--key", str(d / "dc1-client-consul-0-key.pem"))
+    body, _, status = out.stdout.rpartition("\n")
+    assert status == "200", out
+    return body
+
+
+def _try_fire(c: object) -> dict[str, object] | None:
+    import consul
+    import requests
+
+    assert isinstance(c, consul.Consul)
+    try:
+        fired: dict[str, object] = c.event.fire("deploy", body=b"v1")
+        return fired
+    except requests.exceptions.ConnectionError:
+        return None
