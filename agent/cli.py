@@ -40,6 +40,8 @@ HTTP_FLAGS = (
              f"{DEFAULT_ADDR}.", "ADDR"),
     FlagSpec("token", "str", "ACL token sent as X-Consul-Token. Default: $RUMOR_HTTP_TOKEN "
              "or $CONSUL_HTTP_TOKEN.", "TOKEN"),
+    FlagSpec("token-file", "str", "File holding the ACL token (used when -token is not "
+             "given). Default: $RUMOR_HTTP_TOKEN_FILE or $CONSUL_HTTP_TOKEN_FILE.", "PATH"),
     FlagSpec("ca-file", "str", "CA file to verify the agent's HTTPS certificate. Default: "
              "$RUMOR_CACERT or $CONSUL_CACERT, else the system CAs.", "PATH"),
     FlagSpec("client-cert", "str", "Client certificate for HTTPS (with -client-key). Default: "
@@ -60,7 +62,21 @@ def _setting(flags: ParsedFlags, env: Env, flag: str, var: str) -> str | None:
 
 def _client(flags: ParsedFlags, env: Env, timeout: float = 10.0) -> Client:
     addr = _setting(flags, env, "http-addr", "HTTP_ADDR") or DEFAULT_ADDR
-    token = _setting(flags, env, "token", "HTTP_TOKEN")
+    # flags before the environment; within each, the token before the token file
+    token, token_file = flags.get_str("token") or None, None
+    if token is None:
+        token_file = flags.get_str("token-file") or None
+    if token is None and token_file is None:
+        token = env.get("RUMOR_HTTP_TOKEN") or env.get("CONSUL_HTTP_TOKEN") or None
+        if token is None:
+            token_file = (env.get("RUMOR_HTTP_TOKEN_FILE") or env.get("CONSUL_HTTP_TOKEN_FILE")
+                          or None)
+    if token_file is not None:
+        try:
+            with open(token_file, encoding="utf-8") as fh:
+                token = fh.read().strip() or None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ClientError(f"Error reading token file {token_file}: {e}") from None
     ssl_on = (env.get("RUMOR_HTTP_SSL") or env.get("CONSUL_HTTP_SSL") or "").lower()
     if "://" not in addr and ssl_on in ("1", "t", "true"):  # Consul's CONSUL_HTTP_SSL
         addr = "https://" + addr

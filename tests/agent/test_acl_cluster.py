@@ -86,13 +86,19 @@ def test_denied_fire_broadcasts_nothing_and_reload_changes_tokens(tmp_path: Path
         # a bad file changes nothing, through either door
         cfg.write_text(json.dumps({"acl": {"enabled": True, "token_list": [
             {"SecretID": "reader", "Rules": 'key_prefix "" { policy = "write" }'}]}}))
-        out = run_cli("reload", f"-http-addr={b.http_addr}", f"-token={ROOT}")
+        token_file = tmp_path / "token"
+        token_file.write_text(ROOT + "\n")
+        out = run_cli("reload", f"-http-addr={b.http_addr}", f"-token-file={token_file}",
+                      env={"CONSUL_HTTP_TOKEN": "reader"})  # the flag beats the environment
         assert out.returncode == 1
         assert ("Failed to reload configs: acl.token_list[0].Rules: unknown rule kind "
                 "'key_prefix'") in out.stderr
         a.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: "reload failed, nothing changed" in a.log_path.read_text(), 10,
                  "a to log the failed reload")
+        out = run_cli("event", f"-http-addr={a.http_addr}", "-name=from-file",
+                      env={"CONSUL_HTTP_TOKEN_FILE": str(token_file)})
+        assert out.returncode == 0 and out.stdout.startswith("Event ID:"), out.stderr
         for agent in (a, b):
             assert fire(agent, "deploy", "reader") == 200
             assert fire(agent, "deploy", None) == 403
