@@ -83,6 +83,7 @@ class AgentMetrics:
     events_stored: int = 0
     events_deduped: int = 0
     events_undecodable: int = 0
+    acl_denied: int = 0  # requests refused with 403 (missing right or unknown token)
 
 
 def parse_join_address(text: str, default_port: int) -> tuple[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ from agent.http.types import HTTPError, Request
 from agent.logs import MonitorHub
 
 Endpoint = Callable[[Agent, Request], Awaitable[Any]]
+log = logging.getLogger("rumor.agent")
 
 
 def build_router(agent: Agent, hub: MonitorHub | None = None) -> Router:
@@ -24,6 +26,8 @@ def build_router(agent: Agent, hub: MonitorHub | None = None) -> Router:
             try:
                 return await fn(agent, req)
             except (PermissionDenied, ACLNotFound) as exc:  # Consul: 403 with the error text
+                agent.metrics.acl_denied += 1
+                log.debug("api: %s %s refused: %s", req.method, req.path, exc)
                 raise HTTPError(403, str(exc)) from None
         return handler
 

@@ -154,6 +154,7 @@ def metric_values(agent: Agent) -> tuple[dict[str, float], dict[str, float]]:
         "rumor_events_deduped_total": am.events_deduped,
         "rumor_events_undecodable_total": am.events_undecodable,
         "rumor_broadcasts_pruned_total": sm.queue_pruned,
+        "rumor_acl_denied_total": am.acl_denied,
     }
     return gauges, counters
 

@@ -66,6 +66,7 @@ def test_denied_fire_broadcasts_nothing_and_reload_changes_tokens(tmp_path: Path
         wait_for(lambda: "canary" in names(b), 10, "the allowed event to reach b")
         assert names(b) == ["canary"] and names(a) == ["canary"]  # nothing of the denied ones
         assert a.metrics()["rumor_events_fired_total"] == 1
+        assert a.metrics()["rumor_acl_denied_total"] == 3
 
         # SIGHUP: a re-reads the file; b keeps its tokens until it is told to reload
         write_config(cfg, 'event "deploy" { policy = "write" }')
