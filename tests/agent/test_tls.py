@@ -108,6 +108,8 @@ def test_mutual_tls_with_curl_and_the_cli(pki: tuple[Path, str], tmp_path: Path)
                "CONSUL_CLIENT_KEY": str(d / "dc1-client-consul-0-key.pem")}
         out = run_cli("event", "-name=deploy", "v1", env=env)
         assert out.returncode == 0 and out.stdout.startswith("Event ID: "), out.stderr
+        out = run_cli("watch", "-type=event", "-name=deploy", *flags)  # prints and exits
+        assert out.returncode == 0 and json.loads(out.stdout)[0]["Name"] == "deploy", out
         out = run_cli("members", flags[0], flags[1])  # no client certificate
         assert out.returncode == 1 and "Error connecting to rumor agent" in out.stderr
         out = run_cli("members", flags[0])  # the agent's CA is unknown to the system
