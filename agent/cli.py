@@ -31,6 +31,7 @@ from agent.config import (
     load_config,
     parse_flags,
 )
+from agent.filters import FilterError, compile_filter
 
 Env = Mapping[str, str]
 
@@ -93,8 +94,8 @@ def cmd_event(f: ParsedFlags, env: Env) -> int:
     filters = {k: f.get_str(k) or "" for k in ("node", "service", "tag")}
     for key, pattern in filters.items():
         try:
-            re.compile(pattern)
-        except re.error as e:
+            compile_filter(pattern)
+        except FilterError as e:
             raise FlagError(f"Failed to compile {key} filter regexp: {e}") from None
     if filters["tag"] and not filters["service"]:
         raise FlagError("Cannot provide tag filter without service filter.")
