@@ -19,11 +19,13 @@ import trio
 
 from agent.catalog import Catalog
 from agent.config import AgentConfig
+from agent.datadir import prepare_data_dir
 from agent.events import (
     EventStore,
     UserEvent,
     encode_consul_event,
     event_from_serf,
+    from_serf_event,
     make_event,
     serf_event_name,
 )
@@ -69,6 +71,15 @@ class AgentMetrics:
     events_stored: int = 0
     events_deduped: int = 0
     events_undecodable: int = 0
+
+
+def gossip_form(ev: UserEvent) -> tuple[int, str, bytes]:
+    """``(ltime, serf name, serf payload)`` of a stored event, as it travels in gossip: a plain
+    Serf event (its ID is derived from those) or a Consul event (``consul:event:`` + body)."""
+    payload = ev.payload or b""
+    if from_serf_event(ev.name, payload, ev.ltime).id == ev.id:
+        return ev.ltime, ev.name, payload
+    return ev.ltime, serf_event_name(ev), encode_consul_event(ev)
 
 
 def parse_join_address(text: str, default_port: int) -> tuple[str, int]:
@@ -133,7 +144,7 @@ class Agent:
         self.metrics = AgentMetrics()
         data = Path(config.data_dir) if config.data_dir else None
         if data is not None:
-            data.mkdir(parents=True, exist_ok=True)
+            prepare_data_dir(data)  # DataFileError naming the path when unusable
         self.store = EventStore(config.event_buffer, data / "events.jsonl" if data else None)
         self.catalog = Catalog(data / "services.json" if data else None)
         keyring = None
@@ -173,6 +184,22 @@ class Agent:
             floor = min(ev.ltime for ev in self.store)
             serf = self.node.serf
             serf.event_min_time = max(serf.event_min_time, floor)
+        # offer what we hold (e.g. fired and acknowledged just before a crash) to peers that
+        # lack it: push-pull carries the event buffer; nothing is delivered here again
+        offered = self.node.serf.remember_events(gossip_form(ev) for ev in self.store)
+        if offered:
+            log.info("agent: offering %d stored events to peers", offered)
+
+    async def persist(self, ev: UserEvent) -> None:
+        """Return once ``ev`` (just fired) is durable in the data dir; FireError otherwise."""
+        errors = self.store.persist_errors
+        try:
+            await self.store.sync()
+        except OSError as exc:
+            raise FireError(500, f"event {ev.id} was sent but is not durable: {exc}") from None
+        if self.store.persist_errors != errors:
+            raise FireError(500, f"event {ev.id} was sent but could not be written to the "
+                                 "data dir (see the agent's log)")
 
     async def join(self, addresses: list[str], *, ignore_old: bool = False) -> int:
         """Join via each address; JoinError if none answered.
@@ -256,6 +283,8 @@ class Agent:
             self.node.user_event(serf_name, blob)
         except SerfError as exc:
             raise FireError(413, str(exc)) from None
+        except (OverflowError, ValueError) as exc:  # a Lamport clock past 2**64-1
+            raise FireError(503, f"cannot fire: the event clock cannot advance ({exc})") from None
         self.metrics.events_fired += 1
         return ev
 

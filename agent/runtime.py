@@ -12,6 +12,8 @@ import trio
 from agent.agent import VERSION, Agent, JoinError
 from agent.api import build_router
 from agent.config import AgentConfig
+from agent.datadir import DataFileError
+from agent.hardening import plaintext_gossip_warning, raise_open_file_limit
 from agent.http.server import Limits, serve_http
 from agent.logs import setup_logging
 from gossip.transport import BindError
@@ -22,6 +24,7 @@ log = logging.getLogger("rumor.agent")
 def run_agent(config: AgentConfig) -> int:
     """Run until SIGINT/SIGTERM or ``PUT /v1/agent/leave``; returns the exit status."""
     hub = setup_logging(config.log_level)
+    raise_open_file_limit()
     try:
         return trio.run(_main, config, hub)
     except KeyboardInterrupt:
@@ -36,7 +39,10 @@ def _fatal(message: str) -> int:
 async def _main(config: AgentConfig, hub: object) -> int:
     from agent.logs import MonitorHub
     assert isinstance(hub, MonitorHub)
-    agent = Agent(config)
+    try:
+        agent = Agent(config)
+    except DataFileError as exc:
+        return _fatal(str(exc))
     async with trio.open_nursery() as nursery:
         try:
             await agent.start(nursery)
@@ -59,6 +65,10 @@ async def _main(config: AgentConfig, hub: object) -> int:
               f"     Client addr: http://{config.client_addr}:{http_port}\n"
               f"    Cluster addr: {adv.addr}:{adv.port} (LAN: {config.serf_lan_port})\n"
               f"       Encrypted: {config.encrypt is not None}\n", file=sys.stderr, flush=True)
+        warning = plaintext_gossip_warning(config.bind_addr, adv.addr,
+                                           config.encrypt_key() is not None)
+        if warning:
+            log.warning("%s", warning)
         if config.start_join:
             try:
                 await agent.join(list(config.start_join))

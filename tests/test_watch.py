@@ -74,7 +74,7 @@ class Recorder:
         self.raw: list[bytes] = []
 
     def __call__(self, argv: Sequence[str], shell: bool, stdin: bytes,
-                 env: Mapping[str, str]) -> int:
+                 env: Mapping[str, str], timeout: float | None = None) -> int:
         assert list(argv) == ["handler.sh"] and shell
         self.raw.append(stdin)
         self.calls.append((json.loads(stdin), env["CONSUL_INDEX"]))
