@@ -8,6 +8,7 @@ retry, graceful leave.  The HTTP handlers in ``agent.api`` are thin wrappers aro
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import time
@@ -146,6 +147,9 @@ class Agent:
         if data is not None:
             prepare_data_dir(data)  # DataFileError naming the path when unusable
         self.store = EventStore(config.event_buffer, data / "events.jsonl" if data else None)
+        # events fired here that our own filters keep out of ``store``: durable too, and
+        # offered to peers after a restart like the stored ones; never listed
+        self.outbox = EventStore(config.event_buffer, data / "outbox.jsonl" if data else None)
         self.catalog = Catalog(data / "services.json" if data else None)
         keyring = None
         key = config.encrypt_key()
@@ -178,26 +182,28 @@ class Agent:
         ``eventMinTime``.  Events fired while it was down still arrive.
         """
         await nursery.start(self.node.run)
-        if self.store.max_ltime:
-            self.node.serf.witness_event_time(self.store.max_ltime)
+        if max(self.store.max_ltime, self.outbox.max_ltime):
+            self.node.serf.witness_event_time(max(self.store.max_ltime, self.outbox.max_ltime))
         if len(self.store) and self.store.first_seq > 1:
             floor = min(ev.ltime for ev in self.store)
             serf = self.node.serf
             serf.event_min_time = max(serf.event_min_time, floor)
         # offer what we hold (e.g. fired and acknowledged just before a crash) to peers that
         # lack it: push-pull carries the event buffer; nothing is delivered here again
-        offered = self.node.serf.remember_events(gossip_form(ev) for ev in self.store)
+        offered = self.node.serf.remember_events(
+            gossip_form(ev) for store in (self.store, self.outbox) for ev in store)
         if offered:
             log.info("agent: offering %d stored events to peers", offered)
 
     async def persist(self, ev: UserEvent) -> None:
         """Return once ``ev`` (just fired) is durable in the data dir; FireError otherwise."""
-        errors = self.store.persist_errors
+        errors = self.store.persist_errors + self.outbox.persist_errors
         try:
             await self.store.sync()
+            await self.outbox.sync()
         except OSError as exc:
             raise FireError(500, f"event {ev.id} was sent but is not durable: {exc}") from None
-        if self.store.persist_errors != errors:
+        if self.store.persist_errors + self.outbox.persist_errors != errors:
             raise FireError(500, f"event {ev.id} was sent but could not be written to the "
                                  "data dir (see the agent's log)")
 
@@ -280,13 +286,20 @@ class Agent:
                                  f"envelope); the agent's event_size_limit can be raised to "
                                  f"{USER_EVENT_SIZE_HARD_LIMIT}")
         try:
-            self.node.user_event(serf_name, blob)
+            ltime = self.node.user_event(serf_name, blob)
         except SerfError as exc:
             raise FireError(413, str(exc)) from None
         except (OverflowError, ValueError) as exc:  # a Lamport clock past 2**64-1
             raise FireError(503, f"cannot fire: the event clock cannot advance ({exc})") from None
         self.metrics.events_fired += 1
+        if ev.id not in self.store:  # our own node/service/tag filter kept it out
+            self.outbox.add(dataclasses.replace(ev, ltime=ltime))
         return ev
+
+    def close(self) -> None:
+        """Close the data-dir files (the agent is stopping)."""
+        self.store.close()
+        self.outbox.close()
 
     def _on_delivery(self, d: Delivery) -> None:
         if isinstance(d, SerfUserEvent):

@@ -134,7 +134,7 @@ async def in_process_agent(host: str, name: str, *, http_port: int = 0,
             try:
                 yield InProc(agent, router, host, port, client)
             finally:
-                agent.store.close()
+                agent.close()
                 nursery.cancel_scope.cancel()
 
 

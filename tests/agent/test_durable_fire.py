@@ -3,7 +3,8 @@
 * In process: the 200 is sent only after an fsync that covered the event's line; concurrent
   fires share fsyncs (group commit), and each of them is covered.
 * Real processes: an event fired at an agent that could not gossip it (it was alone), then
-  ``kill -9``, reaches the other agents once that agent restarts with its data dir.
+  ``kill -9``, reaches the other agents once that agent restarts with its data dir; so does
+  one whose node filter excludes the firing agent (kept in ``outbox.jsonl``, not listed).
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ def test_acknowledged_fire_survives_kill_9_and_reaches_the_others(tmp_path: Path
         r = a.fire("acked", b"v1")
         assert r.status == 200, r
         event_id = r.json()["ID"]
+        # one that a's own node filter keeps out of its list: durable (and offered) all the same
+        r = a.fire("for-b", b"v2", "?node=^b$")
+        assert r.status == 200, r
+        for_b = r.json()["ID"]
         a.stop(signal.SIGKILL)  # at once after the 200
         b.start().wait_ready()
         c.start(f"-join={b.serf_addr}").wait_ready()
@@ -92,7 +97,10 @@ def test_acknowledged_fire_survives_kill_9_and_reaches_the_others(tmp_path: Path
         for other in (b, c):
             wait_for(lambda o=other: [e["ID"] for e in o.events("acked")] == [event_id], 15,
                      f"{other.name} to get the acknowledged event")
+        wait_for(lambda: [e["ID"] for e in b.events("for-b")] == [for_b], 15,
+                 "b to get the event meant for it")
         assert [e["ID"] for e in a.events()] == [event_id]  # not delivered twice on a
-        assert "offering 1 stored events" in a.log_path.read_text()
+        assert c.events("for-b") == []  # filtered there, as before
+        assert "offering 2 stored events" in a.log_path.read_text()
     finally:
         stop_all([a, b, c], signal.SIGKILL)
