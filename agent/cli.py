@@ -31,7 +31,6 @@ from agent.config import (
     load_config,
     parse_flags,
 )
-from agent.filters import FilterError, compile_filter
 
 Env = Mapping[str, str]
 
@@ -88,6 +87,8 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 
 def cmd_event(f: ParsedFlags, env: Env) -> int:
+    from agent.filters import FilterError, compile_filter  # RE2: only this command needs it
+
     name = f.get_str("name") or ""
     if not name:
         raise FlagError("Event name must be specified")

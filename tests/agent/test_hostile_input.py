@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import trio
 
 from tests.agent.helpers import (
     RUMOR,
@@ -235,3 +236,19 @@ def test_watch_timeout_kills_a_hanging_handler(pair: list[AgentProcess], tmp_pat
     assert "-timeout=3s ran out" in err and "killed" in err, err
     pid = int(pid_file.read_text())
     wait_for(lambda: not alive(pid), 5, "the handler's child to be gone")
+
+
+# ---- a clock the network moved to the edge (in process) ------------------------------------
+
+
+async def test_an_exhausted_event_clock_is_a_503_with_a_reason_not_a_500() -> None:
+    from tests.agent.helpers import in_process_agent, random_subnet
+
+    with trio.fail_after(20):
+        async with in_process_agent(f"{random_subnet()}.1", "edge") as a:
+            a.agent.node.serf.event_clock.counter = 2**64  # as a forged LTime 2**64-1 leaves it
+            r = await a.client.put("/v1/event/fire/late", content=b"x")
+            assert r.status_code == 503, r.text
+            assert "event clock cannot advance" in r.text
+            assert (await a.client.get("/v1/event/list")).json() == []
+            assert (await a.client.get("/v1/agent/self")).status_code == 200
