@@ -373,8 +373,8 @@ COMMANDS: dict[str, Command] = {
                       _b("since-now", "Skip events already buffered when the watch starts."),
                       _s("state-file", "File remembering delivered event IDs.", "PATH"),
                       _s("max-events", "Exit 0 after delivering this many events.", "N"),
-                      _s("timeout", "Exit after this long (exit 2 if -max-events is unmet).",
-                         "DURATION"),
+                      _s("timeout", "Exit after this long (exit 2 if -max-events is unmet; "
+                         "a handler still running is killed, exit 1).", "DURATION"),
                       _s("wait", "Blocking query wait per poll (default 5m).", "DURATION"),
                       *HTTP_FLAGS), cmd_watch),
 }
