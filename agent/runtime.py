@@ -66,7 +66,7 @@ async def _main(config: AgentConfig, hub: object) -> int:
               f"    Cluster addr: {adv.addr}:{adv.port} (LAN: {config.serf_lan_port})\n"
               f"       Encrypted: {config.encrypt is not None}\n", file=sys.stderr, flush=True)
         warning = plaintext_gossip_warning(config.bind_addr, adv.addr,
-                                           config.encrypt_key() is not None)
+                                           agent.node.keyring is not None)
         if warning:
             log.warning("%s", warning)
         if config.start_join:
