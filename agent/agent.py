@@ -21,11 +21,13 @@ import trio
 
 from agent.catalog import Catalog
 from agent.config import AgentConfig
+from agent.datadir import prepare_data_dir
 from agent.events import (
     EventStore,
     UserEvent,
     encode_consul_event,
     event_from_serf,
+    from_serf_event,
     make_event,
     serf_event_name,
 )
@@ -84,6 +86,15 @@ class AgentMetrics:
     events_deduped: int = 0
     events_undecodable: int = 0
     acl_denied: int = 0  # requests refused with 403 (missing right or unknown token)
+
+
+def gossip_form(ev: UserEvent) -> tuple[int, str, bytes]:
+    """``(ltime, serf name, serf payload)`` of a stored event, as it travels in gossip: a plain
+    Serf event (its ID is derived from those) or a Consul event (``consul:event:`` + body)."""
+    payload = ev.payload or b""
+    if from_serf_event(ev.name, payload, ev.ltime).id == ev.id:
+        return ev.ltime, ev.name, payload
+    return ev.ltime, serf_event_name(ev), encode_consul_event(ev)
 
 
 def parse_join_address(text: str, default_port: int) -> tuple[str, int]:
@@ -148,8 +159,11 @@ class Agent:
         self.metrics = AgentMetrics()
         data = Path(config.data_dir) if config.data_dir else None
         if data is not None:
-            data.mkdir(parents=True, exist_ok=True)
+            prepare_data_dir(data)  # DataFileError naming the path when unusable
         self.store = EventStore(config.event_buffer, data / "events.jsonl" if data else None)
+        # events fired here that our own filters keep out of ``store``: durable too, and
+        # offered to peers after a restart like the stored ones; never listed
+        self.outbox = EventStore(config.event_buffer, data / "outbox.jsonl" if data else None)
         self.catalog = Catalog(data / "services.json" if data else None)
         keyring = None
         key = config.encrypt_key()
@@ -185,12 +199,30 @@ class Agent:
         ``eventMinTime``.  Events fired while it was down still arrive.
         """
         await nursery.start(self.node.run)
-        if self.store.max_ltime:
-            self.node.serf.witness_event_time(self.store.max_ltime)
+        if max(self.store.max_ltime, self.outbox.max_ltime):
+            self.node.serf.witness_event_time(max(self.store.max_ltime, self.outbox.max_ltime))
         if len(self.store) and self.store.first_seq > 1:
             floor = min(ev.ltime for ev in self.store)
             serf = self.node.serf
             serf.event_min_time = max(serf.event_min_time, floor)
+        # offer what we hold (e.g. fired and acknowledged just before a crash) to peers that
+        # lack it: push-pull carries the event buffer; nothing is delivered here again
+        offered = self.node.serf.remember_events(
+            gossip_form(ev) for store in (self.store, self.outbox) for ev in store)
+        if offered:
+            log.info("agent: offering %d stored events to peers", offered)
+
+    async def persist(self, ev: UserEvent) -> None:
+        """Return once ``ev`` (just fired) is durable in the data dir; FireError otherwise."""
+        errors = self.store.persist_errors + self.outbox.persist_errors
+        try:
+            await self.store.sync()
+            await self.outbox.sync()
+        except OSError as exc:
+            raise FireError(500, f"event {ev.id} was sent but is not durable: {exc}") from None
+        if self.store.persist_errors + self.outbox.persist_errors != errors:
+            raise FireError(500, f"event {ev.id} was sent but could not be written to the "
+                                 "data dir (see the agent's log)")
 
     async def join(self, addresses: list[str], *, ignore_old: bool = False) -> int:
         """Join via each address; JoinError if none answered.
@@ -290,11 +322,20 @@ class Agent:
                                  f"envelope); the agent's event_size_limit can be raised to "
                                  f"{USER_EVENT_SIZE_HARD_LIMIT}")
         try:
-            self.node.user_event(serf_name, blob)
+            ltime = self.node.user_event(serf_name, blob)
         except SerfError as exc:
             raise FireError(413, str(exc)) from None
+        except (OverflowError, ValueError) as exc:  # a Lamport clock past 2**64-1
+            raise FireError(503, f"cannot fire: the event clock cannot advance ({exc})") from None
         self.metrics.events_fired += 1
+        if ev.id not in self.store:  # our own node/service/tag filter kept it out
+            self.outbox.add(dataclasses.replace(ev, ltime=ltime))
         return ev
+
+    def close(self) -> None:
+        """Close the data-dir files (the agent is stopping)."""
+        self.store.close()
+        self.outbox.close()
 
     def _on_delivery(self, d: Delivery) -> None:
         if isinstance(d, SerfUserEvent):

@@ -11,7 +11,8 @@ Consul's rules and messages (64 pairs, keys ``[A-Za-z0-9_-]{1,128}`` not startin
 ``consul-``, values up to 512 characters).
 
 ``Catalog(path=...)`` persists the services as one JSON document, rewritten atomically (temp file
-+ ``os.replace``) on every change, and reloaded at start (bad entries are skipped with a warning).
++ ``os.replace``) on every change, and reloaded at start (bad entries are skipped with a warning
+naming the file and the entry; an unusable file raises ``agent.datadir.DataFileError``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from agent.datadir import read_data_file
 
 __all__ = ["Catalog", "CatalogError", "ServiceEntry", "parse_registration"]
 
@@ -218,25 +221,22 @@ class Catalog:
             raise
 
     def _load(self, path: Path) -> None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return
-        except (OSError, UnicodeDecodeError) as exc:
-            log.warning("cannot read service catalog %s: %s; starting empty", path, exc)
+        data = read_data_file(path)  # DataFileError (named file) when unusable
+        if data is None:
             return
         try:
-            doc = json.loads(text)
-        except ValueError as exc:
-            log.warning("corrupt service catalog %s: %s; starting empty", path, exc)
+            doc = json.loads(data)
+        except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8; absurd nesting
+            log.warning("corrupt service catalog %s: %s; starting empty", path,
+                        str(exc)[:200] or type(exc).__name__)
             return
         if not isinstance(doc, list):
             log.warning("corrupt service catalog %s: not a list; starting empty", path)
             return
-        for item in doc:
+        for n, item in enumerate(doc, 1):
             try:
                 entry = parse_registration(item)
             except CatalogError as exc:
-                log.warning("skipping bad service in %s: %s", path, exc)
+                log.warning("skipping bad service #%d in %s: %s", n, path, exc)
                 continue
             self._services[entry.id] = entry

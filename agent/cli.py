@@ -127,14 +127,16 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 
 def cmd_event(f: ParsedFlags, env: Env) -> int:
+    from agent.filters import FilterError, compile_filter  # RE2: only this command needs it
+
     name = f.get_str("name") or ""
     if not name:
         raise FlagError("Event name must be specified")
     filters = {k: f.get_str(k) or "" for k in ("node", "service", "tag")}
     for key, pattern in filters.items():
         try:
-            re.compile(pattern)
-        except re.error as e:
+            compile_filter(pattern)
+        except FilterError as e:
             raise FlagError(f"Failed to compile {key} filter regexp: {e}") from None
     if filters["tag"] and not filters["service"]:
         raise FlagError("Cannot provide tag filter without service filter.")
@@ -434,8 +436,8 @@ COMMANDS: dict[str, Command] = {
                       _b("since-now", "Skip events already buffered when the watch starts."),
                       _s("state-file", "File remembering delivered event IDs.", "PATH"),
                       _s("max-events", "Exit 0 after delivering this many events.", "N"),
-                      _s("timeout", "Exit after this long (exit 2 if -max-events is unmet).",
-                         "DURATION"),
+                      _s("timeout", "Exit after this long (exit 2 if -max-events is unmet; "
+                         "a handler still running is killed, exit 1).", "DURATION"),
                       _s("wait", "Blocking query wait per poll (default 5m).", "DURATION"),
                       *HTTP_FLAGS), cmd_watch),
 }

@@ -35,6 +35,8 @@ from typing import IO, Any
 import msgpack
 import trio
 
+from agent.datadir import DataFileError, fsync_dir, read_data_file
+
 __all__ = [
     "CONSUL_EVENT_PREFIX",
     "MAX_QUERY_TIME",
@@ -61,6 +63,9 @@ USER_EVENT_VERSION = 1
 MAX_QUERY_TIME = 600.0  # Consul's maxQueryTime for the event-list blocking query (no jitter)
 _U64 = 1 << 64
 _I64 = 1 << 63
+# A persisted Lamport time at or past 2**63 cannot come from honest use (a billion events a
+# second for 292 years); restoring it would leave the clock next to the uint64 edge.
+_PLAUSIBLE_LTIME = 1 << 63
 _UUID_RE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
@@ -340,7 +345,12 @@ class EventStore:
     Each stored event gets ``seq`` (1, 2, ...; never reused, survives eviction and restarts).
     Waking uses one shared ``trio.Event`` replaced on every add, so N parked waiters cost one
     event. Metrics: ``stored``, ``deduped``, ``evicted`` (counters for this process), ``parked``
-    (waiters now), ``loaded`` (events restored from disk), ``persist_errors``.
+    (waiters now), ``loaded`` (events restored from disk), ``persist_errors``, ``fsyncs``.
+
+    Persistence: every add appends one JSON line; ``sync()`` makes everything appended so far
+    durable (fsync, shared by concurrent callers: group commit). Loading never crashes: a bad
+    line is skipped with a warning naming file and line; an unusable file raises
+    ``DataFileError``.
     """
 
     def __init__(self, capacity: int = 256, path: Path | None = None) -> None:
@@ -361,6 +371,11 @@ class EventStore:
         self._path = path
         self._fh: IO[str] | None = None
         self._lines = 0
+        self._appended = 0  # records written since start (or the last compaction)
+        self._synced = 0  # of those, how many are known durable
+        self._sync_running = False
+        self._sync_done = trio.Event()
+        self.fsyncs = 0
         if path is not None:
             self._load(path)
 
@@ -507,13 +522,55 @@ class EventStore:
                 self._compact(self._path)  # already holds the new event
                 return
             if self._fh is None:
+                created = not self._path.exists()
                 self._fh = open(self._path, "a", encoding="utf-8", newline="\n")
+                if created:
+                    fsync_dir(self._path.parent)
             self._fh.write(self._record(seq, ev))
             self._fh.flush()
             self._lines += 1
+            self._appended += 1
         except OSError as exc:
             self.persist_errors += 1
             log.error("cannot persist event %s to %s: %s", ev.id, self._path, exc)
+
+    async def sync(self) -> None:
+        """Return once every event added so far is on disk (fsync in a worker thread).
+
+        Group commit: callers arriving while an fsync runs wait for the next one, which covers
+        all of them. Raises ``OSError`` when the log cannot be made durable (nothing to do
+        without a data dir)."""
+        if self._path is None:
+            await trio.lowlevel.checkpoint()
+            return
+        target = self._appended
+        while self._synced < target:
+            if self._sync_running:
+                await self._sync_done.wait()
+                continue
+            fh = self._fh
+            if fh is None:  # compaction closed the file after writing (and syncing) it all
+                self._synced = self._appended
+                break
+            self._sync_running = True
+            done, upto = self._sync_done, self._appended
+            try:
+                fd = os.dup(fh.fileno())  # compaction may close fh while the thread runs
+                try:
+                    await trio.to_thread.run_sync(os.fsync, fd)
+                finally:
+                    os.close(fd)
+                self.fsyncs += 1
+                self._synced = max(self._synced, upto)
+            except OSError as exc:
+                self.persist_errors += 1
+                log.error("cannot sync event log %s: %s", self._path, exc)
+                raise
+            finally:
+                self._sync_running = False
+                self._sync_done = trio.Event()
+                done.set()
+        await trio.lowlevel.checkpoint()
 
     def _compact(self, path: Path) -> None:
         self.close()
@@ -526,12 +583,13 @@ class EventStore:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
         self._lines = 1 + len(self._events)
+        self._synced = self._appended  # the new file holds (and has synced) everything
 
     def _load(self, path: Path) -> None:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
+        data = read_data_file(path)
+        if data is None:
             return
         lines = data.split(b"\n")
         dirty = bool(lines[-1])  # a torn last line (no newline)
@@ -543,15 +601,20 @@ class EventStore:
                 rec = json.loads(raw)
                 if isinstance(rec, dict) and isinstance(rec.get("meta"), dict):
                     m = rec["meta"]
-                    next_seq = max(next_seq, int(m.get("next_seq", 1)))
-                    max_ltime = max(max_ltime, int(m.get("max_ltime", 0)))
+                    next_seq = max(next_seq, _counter(m, "next_seq", 1, _I64))
+                    max_ltime = max(max_ltime, _counter(m, "max_ltime", 0, _PLAUSIBLE_LTIME))
                     continue
                 seq = rec.get("seq") if isinstance(rec, dict) else None
-                if type(seq) is not int or seq < self._next_seq:
-                    raise EventDecodeError(f"bad or out-of-order seq {seq!r}")
+                if type(seq) is not int or not self._next_seq <= seq < _I64:
+                    raise EventDecodeError(f"bad or out-of-order seq {_short(seq)}")
                 ev = UserEvent.from_json({k: v for k, v in rec.items() if k != "seq"})
-            except (ValueError, TypeError, OverflowError) as exc:
-                log.warning("skipping corrupt line %d of %s: %s", lineno, path, exc)
+                if ev.ltime >= _PLAUSIBLE_LTIME:
+                    raise EventDecodeError(f"LTime {ev.ltime} is past 2**63, not a plausible "
+                                           "Lamport time")
+            except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+                # RecursionError: a deeply nested line; ValueError covers bad JSON and UTF-8
+                log.warning("skipping corrupt line %d of %s: %s", lineno, path,
+                            _short(str(exc) or type(exc).__name__))
                 dirty = True
                 continue
             if ev.id in self._ids:
@@ -568,5 +631,20 @@ class EventStore:
             try:
                 self._compact(path)
             except OSError as exc:
-                self.persist_errors += 1
-                log.error("cannot compact event log %s: %s", path, exc)
+                raise DataFileError(f"cannot rewrite {path}: {exc.strerror or exc}") from None
+
+
+def _counter(meta: dict[str, Any], key: str, default: int, bound: int) -> int:
+    """A meta counter: an int in ``0 <= v < bound`` or the line is bad (EventDecodeError)."""
+    value = meta.get(key, default)
+    if type(value) is not int or not 0 <= value < bound:
+        raise EventDecodeError(f"meta {key} {_short(value)} is not an integer in "
+                               f"[0, {bound})")
+    return value
+
+
+def _short(value: object, limit: int = 80) -> str:
+    if type(value) is int and value.bit_length() > 128:
+        return f"<{value.bit_length()}-bit integer>"
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[:limit] + "..."

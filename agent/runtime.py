@@ -17,6 +17,8 @@ import trio
 from agent.agent import VERSION, Agent, JoinError, ReloadError
 from agent.api import build_router
 from agent.config import AgentConfig
+from agent.datadir import DataFileError
+from agent.hardening import plaintext_gossip_warning, raise_open_file_limit
 from agent.http.server import Limits, serve_http
 from agent.logs import set_console_level, setup_logging
 from agent.tls import server_context
@@ -30,6 +32,7 @@ def run_agent(config: AgentConfig,
     """Run until SIGINT/SIGTERM or ``PUT /v1/agent/leave``; returns the exit status.
     ``reloader`` re-reads the configuration for SIGHUP and ``rumor reload``."""
     hub = setup_logging(config.log_level)
+    raise_open_file_limit()
     try:
         return trio.run(_main, config, hub, reloader)
     except KeyboardInterrupt:
@@ -67,7 +70,10 @@ async def _main(config: AgentConfig, hub: object,
                 reloader: Callable[[], AgentConfig] | None = None) -> int:
     from agent.logs import MonitorHub
     assert isinstance(hub, MonitorHub)
-    agent = Agent(config)
+    try:
+        agent = Agent(config)
+    except DataFileError as exc:
+        return _fatal(str(exc))
     agent.reloader = reloader
     agent.reload_hooks.append(lambda new: partial(set_console_level, new.log_level))
     async with trio.open_nursery() as nursery:
@@ -101,6 +107,10 @@ async def _main(config: AgentConfig, hub: object,
               f"    Cluster addr: {adv.addr}:{adv.port} (LAN: {config.serf_lan_port})\n"
               f"       Encrypted: {config.encrypt is not None}\n"
               f"            ACLs: {config.acl_enabled}\n", file=sys.stderr, flush=True)
+        warning = plaintext_gossip_warning(config.bind_addr, adv.addr,
+                                           agent.node.keyring is not None)
+        if warning:
+            log.warning("%s", warning)
         if config.start_join:
             try:
                 await agent.join(list(config.start_join))
@@ -127,6 +137,6 @@ async def _main(config: AgentConfig, hub: object,
             nursery.start_soon(on_signal)
             await agent.shutdown.wait()
         log.info("agent: shutdown complete")
-        agent.store.close()
+        agent.close()
         nursery.cancel_scope.cancel()
     return 0 if agent.fatal is None else _fatal(agent.fatal)

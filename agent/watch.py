@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ BACKOFF_BASE, BACKOFF_MAX = 5.0, 180.0
 MIN_REPOLL = 1.0  # an agent that answers a blocking query at once with the same index
 HTTP_GRACE = 15.0  # socket timeout beyond the requested wait
 EXIT_TIMEOUT = 2  # -timeout ran out before -max-events events were delivered
+EXIT_HANDLER_KILLED = 1  # -timeout ran out while a handler ran: it was killed (like a failure)
 
 
 class Getter(Protocol):
@@ -36,17 +38,46 @@ class Getter(Protocol):
             timeout: float | None = None) -> Response: ...
 
 
-HandlerRunner = Callable[[Sequence[str], bool, bytes, Mapping[str, str]], int]
+class HandlerRunner(Protocol):
+    def __call__(self, argv: Sequence[str], shell: bool, stdin: bytes, env: Mapping[str, str],
+                 timeout: float | None = None) -> int: ...
 
 
-def run_handler(argv: Sequence[str], shell: bool, stdin: bytes, env: Mapping[str, str]) -> int:
-    """Run a handler (through `/bin/sh -c` when shell) with stdin; return its exit status."""
+class HandlerTimeout(Exception):
+    """The handler was still running when the watch's -timeout ran out; it was killed."""
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the handler and anything it started
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    proc.wait()
+
+
+def run_handler(argv: Sequence[str], shell: bool, stdin: bytes, env: Mapping[str, str],
+                timeout: float | None = None) -> int:
+    """Run a handler (through `/bin/sh -c` when shell) with stdin; return its exit status.
+
+    The handler runs in its own process group. If it is still running after ``timeout``
+    seconds (or the watch is interrupted), the whole group is killed; on timeout
+    ``HandlerTimeout`` is raised."""
     cmd = ["/bin/sh", "-c", " ".join(argv)] if shell else list(argv)
     try:
-        proc = subprocess.run(cmd, input=stdin, env={**os.environ, **env}, check=False)
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, env={**os.environ, **env},
+                                process_group=0)
     except OSError as e:
         print(f"Error starting handler: {e}", file=sys.stderr)
         return 127
+    try:
+        proc.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise HandlerTimeout(f"handler still running after {timeout:g}s; killed its "
+                             f"process group {proc.pid}") from None
+    except BaseException:
+        _kill_group(proc)
+        raise
     return proc.returncode
 
 
@@ -136,7 +167,8 @@ class EventWatch:
         self.err = err if err is not None else sys.stderr
         self.seen = SeenIDs(options.seen_limit)
         self.delivered = 0
-        self.polls: list[int] = []  # index sent with each poll, for diagnostics and tests
+        self.polls: list[int] = []
+        self.deadline: float | None = None  # index sent with each poll, for diagnostics and tests
 
     def _say(self, msg: str) -> None:
         print(msg, file=self.err, flush=True)
@@ -160,6 +192,7 @@ class EventWatch:
             return 1
 
         deadline = None if opts.timeout is None else self.clock() + opts.timeout
+        self.deadline = deadline
         index, failures, first = 0, 0, True
         while True:
             remaining = None if deadline is None else deadline - self.clock()
@@ -232,8 +265,14 @@ class EventWatch:
             return 0
         if fresh:
             data = (json.dumps(fresh, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
-            code = self.runner(self.opts.handler, self.opts.shell, data,
-                               {"CONSUL_INDEX": str(index)})
+            remaining = None if self.deadline is None else max(self.deadline - self.clock(), 0.0)
+            try:
+                code = self.runner(self.opts.handler, self.opts.shell, data,
+                                   {"CONSUL_INDEX": str(index)}, timeout=remaining)
+            except HandlerTimeout as e:
+                self._say(f"Error executing handler: -timeout={self.opts.timeout:g}s ran "
+                          f"out: {e}")
+                return EXIT_HANDLER_KILLED
             if code != 0:
                 self._say(f"Error executing handler: exit status {code}")
                 return 1

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -353,6 +353,25 @@ class Serf(Delegate):
     def witness_event_time(self, ltime: int) -> None:
         """Restore the event clock after a restart (the agent persists it)."""
         self.event_clock.witness(ltime)
+
+    def remember_events(self, events: Iterable[tuple[int, str, bytes]]) -> int:
+        """Put ``(ltime, name, payload)`` events held before a restart back into the event
+        buffer without delivering them: push-pull then offers them to peers that lack them.
+        Events outside the dedup window are left out; returns how many were added."""
+        added = 0
+        for ltime, name, payload in events:
+            self.event_clock.witness(ltime)
+            cur, window = self.event_clock.time(), self.cfg.event_buffer
+            if ltime < self.event_min_time or (cur > window and ltime < cur - window):
+                continue
+            slot = self._events.setdefault(ltime, _Slot(ltime))
+            if (name, payload) not in slot.events:
+                slot.events.append((name, payload))
+                added += 1
+        if added:
+            self._gen += 1
+            self._trim_events(self.event_clock.time() - self.cfg.event_buffer)
+        return added
 
     def member_list(self) -> list[SerfMember]:
         return list(self.members.values())

@@ -2,8 +2,9 @@
 
 - compose.yaml passes `docker-compose config -q`; its five services have the intended shape,
   and each service's command line, with the environment the container would get, is a valid
-  `rumor agent` configuration (`rumor validate` with the same flags), with and without a
-  gossip key in RUMOR_ENCRYPT.
+  `rumor agent` configuration (`rumor validate` with the same flags) with a gossip key in
+  RUMOR_ENCRYPT; without one (unset or empty) compose refuses to start the cluster, and the
+  key-generation line documented in compose.yaml makes a valid key.
 - The Dockerfile's ENTRYPOINT + CMD validate as `rumor agent` flags, its HEALTHCHECK is a real
   `rumor members` invocation that fails when no agent answers and passes when one does, and
   the files its COPY lines put in the image (after .dockerignore) build a package carrying the
@@ -132,6 +133,9 @@ def fresh_key() -> str:
     return base64.b64encode(os.urandom(32)).decode()
 
 
+KEY = fresh_key()
+
+
 @pytest.fixture
 def closed_port() -> Iterator[int]:
     """A TCP port on 127.0.0.1 that is reserved (bound) but refuses connections."""
@@ -174,14 +178,34 @@ def fake_agent() -> Iterator[str]:
 
 @needs_compose
 def test_compose_file_is_valid_and_has_no_version_key() -> None:
-    done = compose(["config", "-q"], base_env())
+    done = compose(["config", "-q"], base_env(RUMOR_ENCRYPT=KEY))
     assert done.returncode == 0, done.stderr
     assert not re.search(r"^version\s*:", COMPOSE_FILE.read_text(), re.MULTILINE)
 
 
 @needs_compose
+@pytest.mark.parametrize("env", [{}, {"RUMOR_ENCRYPT": ""}], ids=["unset", "empty"])
+def test_compose_refuses_to_run_the_cluster_unencrypted(env: dict[str, str]) -> None:
+    done = compose(["config", "-q"], base_env(**env))
+    assert done.returncode != 0
+    assert "set RUMOR_ENCRYPT to a gossip key in .env" in done.stderr, done.stderr
+
+
+def test_documented_key_generation_makes_a_valid_gossip_key(tmp_path: Path) -> None:
+    """Run the `echo "RUMOR_ENCRYPT=…" > .env` line from compose.yaml's header as written."""
+    lines = [ln.strip().lstrip("#").strip() for ln in COMPOSE_FILE.read_text().splitlines()]
+    documented = [ln for ln in lines if ln.startswith("echo \"RUMOR_ENCRYPT=")]
+    assert len(documented) == 1, documented
+    subprocess.run(["/bin/sh", "-c", documented[0]], cwd=tmp_path, check=True, timeout=10)
+    name, _, key = (tmp_path / ".env").read_text().strip().partition("=")
+    assert name == "RUMOR_ENCRYPT" and len(base64.b64decode(key, validate=True)) == 32
+    done = rumor(["validate", "-node=x", f"-encrypt={key}"], base_env())
+    assert (done.returncode, done.stdout.strip()) == (0, VALID), done.stderr
+
+
+@needs_compose
 def test_compose_services_have_the_intended_shape() -> None:
-    config = compose_config(None)
+    config = compose_config(KEY)
     services = config["services"]
     assert sorted(services) == SERVICES
     assert sorted(config["volumes"]) == [f"{name}-data" for name in SERVICES]
@@ -193,7 +217,7 @@ def test_compose_services_have_the_intended_shape() -> None:
         assert sorted(flag_values(command, "retry-join")) == [s for s in SERVICES if s != name]
         assert flag_values(command, "client") == ["0.0.0.0"]
         assert flag_values(command, "data-dir") == ["/data"]
-        assert svc["environment"]["RUMOR_ENCRYPT"] == ""  # unset on the host => empty
+        assert svc["environment"]["RUMOR_ENCRYPT"] == KEY
         assert svc["environment"]["RUMOR_ACL_ENABLED"] == "true"  # tests/test_compose_acl_tls.py
         assert svc["restart"] == "unless-stopped"
         assert svc["healthcheck"]["test"] == health
@@ -206,12 +230,11 @@ def test_compose_services_have_the_intended_shape() -> None:
 
 
 @needs_compose
-@pytest.mark.parametrize("key", [None, fresh_key()], ids=["no-encryption", "with-key"])
-def test_every_compose_command_is_a_valid_agent_configuration(key: str | None) -> None:
-    services = compose_config(key)["services"]
+def test_every_compose_command_is_a_valid_agent_configuration() -> None:
+    services = compose_config(KEY)["services"]
     for name in SERVICES:
         svc = services[name]
-        assert svc["environment"]["RUMOR_ENCRYPT"] == (key or "")
+        assert svc["environment"]["RUMOR_ENCRYPT"] == KEY
         done = rumor(["validate", *svc["command"]], base_env(**svc["environment"]))
         assert (done.returncode, done.stdout.strip()) == (0, VALID), (name, done.stderr)
     # The environment really reaches validate: a bad key in it is refused.

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.agent.helpers import RUMOR, free_host, http_request, run_cli, wait_for
-from tests.test_compose import ROOT, SERVICES, VALID, base_env, needs_compose, rumor
+from tests.test_compose import KEY, ROOT, SERVICES, VALID, base_env, needs_compose, rumor
 
 TLS_FILE = ROOT / "compose.tls.yaml"
 IMAGE_TLS_DIR = "/etc/rumor/tls"
@@ -31,7 +31,9 @@ IMAGE_ENV = {"RUMOR_TLS_CA_FILE": f"{IMAGE_TLS_DIR}/consul-agent-ca.pem",
 
 
 def services(files: list[Path], env: dict[str, str]) -> dict[str, Any]:
-    """The merged, normalized compose services as a dict."""
+    """The merged, normalized compose services as a dict (with a gossip key, which compose
+    requires)."""
+    env = {"RUMOR_ENCRYPT": KEY, **env}
     args = [a for f in files for a in ("-f", str(f))]
     exe = shutil.which("docker-compose")
     assert exe is not None

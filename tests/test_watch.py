@@ -14,7 +14,15 @@ from typing import Any
 import pytest
 
 from agent.client import ClientError, Params, Response
-from agent.watch import EXIT_TIMEOUT, EventWatch, SeenIDs, WatchOptions, backoff, run_handler
+from agent.watch import (
+    EXIT_TIMEOUT,
+    EventWatch,
+    HandlerTimeout,
+    SeenIDs,
+    WatchOptions,
+    backoff,
+    run_handler,
+)
 
 
 def ev(n: int, name: str = "deploy") -> dict[str, Any]:
@@ -74,7 +82,7 @@ class Recorder:
         self.raw: list[bytes] = []
 
     def __call__(self, argv: Sequence[str], shell: bool, stdin: bytes,
-                 env: Mapping[str, str]) -> int:
+                 env: Mapping[str, str], timeout: float | None = None) -> int:
         assert list(argv) == ["handler.sh"] and shell
         self.raw.append(stdin)
         self.calls.append((json.loads(stdin), env["CONSUL_INDEX"]))
@@ -279,3 +287,36 @@ def test_real_shell_handler_gets_json_on_stdin_and_consul_index(tmp_path: Path) 
     assert run_handler(["exit 7"], True, b"", {}) == 7
     assert run_handler(["/bin/sh", "-c", "exit 5"], False, b"", {}) == 5
     assert run_handler(["/nonexistent/handler"], False, b"", {}) == 127
+
+
+def test_a_handler_past_the_deadline_is_killed_with_its_children(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    with pytest.raises(HandlerTimeout, match="still running after 0.5s"):
+        run_handler([f"sleep 60 & echo $! > {pid_file}; wait"], True, b"", {}, timeout=0.5)
+    pid = int(pid_file.read_text())
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            assert fh.read().rsplit(")", 1)[1].split()[0] == "Z"  # killed, not yet reaped
+    except FileNotFoundError:
+        pass  # killed and reaped
+
+
+def test_watch_gets_the_remaining_time_and_a_timed_out_handler_is_not_a_delivery(
+        tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    seen_timeouts: list[float | None] = []
+
+    def hangs(argv: Sequence[str], shell: bool, stdin: bytes, env: Mapping[str, str],
+              timeout: float | None = None) -> int:
+        seen_timeouts.append(timeout)
+        raise HandlerTimeout("handler still running after 8s; killed its process group 1")
+
+    clock = FakeClock()
+    client = FakeClient(clock, [listing([ev(1)], 5)])
+    err = io.StringIO()
+    w = EventWatch(client, WatchOptions(handler=("h",), timeout=8.0, state_file=str(state)),
+                   clock=clock, sleep=clock.sleep, runner=hangs, err=err)
+    assert w.run() == 1
+    assert seen_timeouts == [pytest.approx(8.0)]
+    assert "-timeout=8s ran out" in err.getvalue()
+    assert not state.exists()  # nothing was marked delivered

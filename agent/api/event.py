@@ -34,6 +34,7 @@ async def fire(agent: Agent, req: Request) -> Response:
         ev = agent.fire(name, req.body or None, node=req.arg("node") or "",
                         service=req.arg("service") or "", tag=req.arg("tag") or "",
                         dc=req.arg("dc"))
+        await agent.persist(ev)  # 200 only once the event is on disk (fsync, group commit)
     except FireError as exc:
         raise HTTPError(exc.status, exc.message) from None
     return Response.json(ev.to_json(), pretty=pretty(req))

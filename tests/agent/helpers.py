@@ -134,7 +134,7 @@ async def in_process_agent(host: str, name: str, *, http_port: int = 0,
             try:
                 yield InProc(agent, router, host, port, client)
             finally:
-                agent.store.close()
+                agent.close()
                 nursery.cancel_scope.cancel()
 
 
@@ -216,6 +216,7 @@ class AgentProcess:
     data_dir: Path
     args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
+    preexec: Callable[[], None] | None = None  # run in the child before exec (e.g. rlimits)
 
     @property
     def serf_addr(self) -> str:
@@ -237,7 +238,8 @@ class AgentProcess:
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=ROOT)
+                                         stdin=subprocess.DEVNULL, cwd=ROOT,
+                                         preexec_fn=self.preexec)
         finally:
             log.close()
         return self

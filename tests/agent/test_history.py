@@ -48,7 +48,9 @@ async def test_fresh_agent_gets_history_restarted_one_replays_nothing(tmp_path: 
             await eventually(lambda: stored(b) == ids[4:] + missed, "only the missed events")
             # e0/e1 were evicted before the restart: ignored as too old, not stored again
             assert b.agent.metrics.events_stored == 2
-            assert b.agent.metrics.events_deduped == 4
+            # the 4 it held were offered back to gossip at start (see test_durable_fire), so
+            # the copies arriving with the push-pull are deduped there, not delivered again
+            assert b.agent.metrics.events_deduped + b.agent.node.serf.metrics.events_deduped >= 4
             assert b.agent.node.serf.metrics.events_too_old >= 2
 
 
