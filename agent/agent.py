@@ -28,14 +28,17 @@ from agent.events import (
     serf_event_name,
 )
 from agent.filters import should_process
+from agent.keyring import KEYRING_FILE, startup_keys, write_keyring_file
 from gossip.config import Addr, GossipConfig
 from gossip.crypto import Keyring
 from gossip.node import GossipNode
+from gossip.queries import KeyResponse
 from gossip.serf import (
     USER_EVENT_SIZE_HARD_LIMIT,
     Delivery,
     MemberEvent,
     MemberStatus,
+    NameConflict,
     SerfConfig,
     SerfError,
 )
@@ -136,10 +139,8 @@ class Agent:
             data.mkdir(parents=True, exist_ok=True)
         self.store = EventStore(config.event_buffer, data / "events.jsonl" if data else None)
         self.catalog = Catalog(data / "services.json" if data else None)
-        keyring = None
-        key = config.encrypt_key()
-        if key is not None:
-            keyring = Keyring([key])
+        keys = startup_keys(data, config.encrypt_key())  # KeyringFileError stops the start
+        keyring = Keyring(keys) if keys else None
         self.tags = {"role": "node", "dc": config.datacenter, "build": VERSION,
                      **config.node_meta}
         bind = (config.bind_addr, config.serf_lan_port)
@@ -150,6 +151,10 @@ class Agent:
             gossip=gossip or GossipConfig.profile(config.gossip_profile),
             serf=SerfConfig(event_size_limit=config.event_size_limit), keyring=keyring,
             on_delivery=self._on_delivery)
+        if data is not None and keyring is not None:
+            path = data / KEYRING_FILE
+            self.node.keyring_saver = lambda ks: write_keyring_file(path, ks)
+        self._key_lock = trio.Lock()  # one cluster key operation at a time (Serf KeyManager)
         self.leaving = False
         self.shutdown = trio.Event()
         self.fatal: str | None = None  # why the agent stopped itself (exit status 1)
@@ -282,6 +287,20 @@ class Agent:
         elif isinstance(d, MemberEvent):
             log.info("serf: member %s: %s %s:%d", d.kind, d.member.name, d.member.addr,
                      d.member.port)
+        elif isinstance(d, NameConflict):  # Serf shuts down; the serf agent then quits
+            self.fatal = (f"node name {self.node_name!r} is taken by another node "
+                          f"(name conflict resolution: {d.matching} of {d.responses} "
+                          "answers side with us)")
+            log.error("agent: %s", self.fatal)
+            self.shutdown.set()
+
+    # --- keyring -----------------------------------------------------------------------------
+
+    async def keyring_operation(self, op: str, key: bytes = b"") -> KeyResponse:
+        """Install, use, remove or list gossip keys on every member (Serf's KeyManager)."""
+        async with self._key_lock:
+            log.info("agent: initiating key %s", op)
+            return await self.node.key_operation(op, key)
 
     # --- views -------------------------------------------------------------------------------
 
@@ -309,7 +328,7 @@ class Agent:
                       "events": {"stored": str(len(self.store)),
                                  "index": str(self.store.index())}},
             "DebugConfig": {"EventSizeLimit": cfg.event_size_limit,
-                            "Encrypt": cfg.encrypt is not None,
+                            "Encrypt": self.node.keyring is not None,
                             "ClientAddr": cfg.client_addr, "HTTPPort": cfg.http_port,
                             "SerfLANPort": self.node.port},
         }

@@ -13,6 +13,7 @@ from agent.agent import VERSION, Agent, JoinError
 from agent.api import build_router
 from agent.config import AgentConfig
 from agent.http.server import Limits, serve_http
+from agent.keyring import KeyringFileError
 from agent.logs import setup_logging
 from gossip.transport import BindError
 
@@ -36,7 +37,10 @@ def _fatal(message: str) -> int:
 async def _main(config: AgentConfig, hub: object) -> int:
     from agent.logs import MonitorHub
     assert isinstance(hub, MonitorHub)
-    agent = Agent(config)
+    try:
+        agent = Agent(config)
+    except KeyringFileError as exc:
+        return _fatal(str(exc))
     async with trio.open_nursery() as nursery:
         try:
             await agent.start(nursery)
@@ -58,7 +62,7 @@ async def _main(config: AgentConfig, hub: object) -> int:
               f"      Datacenter: {config.datacenter}\n"
               f"     Client addr: http://{config.client_addr}:{http_port}\n"
               f"    Cluster addr: {adv.addr}:{adv.port} (LAN: {config.serf_lan_port})\n"
-              f"       Encrypted: {config.encrypt is not None}\n", file=sys.stderr, flush=True)
+              f"       Encrypted: {agent.node.keyring is not None}\n", file=sys.stderr, flush=True)
         if config.start_join:
             try:
                 await agent.join(list(config.start_join))

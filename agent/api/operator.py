@@ -1,0 +1,86 @@
+"""``/v1/operator/keyring``: Consul's gossip keyring endpoint (list, install, use, remove).
+
+Every operation is a Serf key query answered by every member (rumor agents and serf agents
+alike).  Shapes and texts follow Consul (agent/operator_endpoint.go): GET answers a list
+with one LAN pool; POST installs, PUT makes primary, DELETE removes the key in the body
+``{"Key": "<base64>"}``; an operation some member failed or did not answer is a 500 whose
+text lists each member's message.  A malformed body or key is a 400 and nothing is sent.
+Each handler is a plain ``(agent, request)`` coroutine, so an ACL check can wrap it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from agent.agent import Agent
+from agent.api.event import pretty
+from agent.config import parse_bool
+from agent.http.types import HTTPError, Request, Response
+from agent.keyring import keyring_error_text, keyring_json, parse_key
+
+
+def _check_params(req: Request) -> None:
+    raw = req.arg("relay-factor")
+    if raw is not None:
+        if not raw.strip().lstrip("-").isdigit():
+            raise HTTPError(400, f"Error parsing relay factor: invalid syntax: {raw!r}")
+        n = int(raw)
+        if not 0 <= n <= 5:
+            raise HTTPError(400, "Invalid relay-factor: Relay factor must be in range: [0, 5]")
+        if n:
+            raise HTTPError(400, "Invalid relay-factor: rumor does not relay query answers; "
+                                 "use 0")
+    local = req.arg("local-only")
+    if local is not None:
+        try:
+            flag = parse_bool(local)
+        except ValueError:
+            raise HTTPError(400, f"Error parsing local-only: invalid syntax: {local!r}") from None
+        if flag and req.method != "GET":
+            raise HTTPError(400, "Invalid use of local-only: local-only can only be set "
+                                 "for list requests")
+
+
+def _key(req: Request) -> bytes:
+    try:
+        body = json.loads(req.body or b"null")
+    except ValueError as exc:
+        raise HTTPError(400, f"Request decode failed: {exc}") from None
+    if not isinstance(body, dict):
+        raise HTTPError(400, "Request decode failed: body must be a JSON object "
+                             '{"Key": "<base64 key>"}')
+    try:
+        return parse_key(body.get("Key"))
+    except ValueError as exc:
+        raise HTTPError(400, str(exc)) from None
+
+
+async def list_keys(agent: Agent, req: Request) -> Response:
+    _check_params(req)
+    resp = await agent.keyring_operation("list")
+    err = keyring_error_text(resp, agent.config.datacenter)
+    if err is not None:
+        raise HTTPError(500, err)
+    return Response.json([keyring_json(resp, agent.config.datacenter, True)], pretty=pretty(req))
+
+
+async def _change(agent: Agent, req: Request, op: str) -> Response:
+    _check_params(req)
+    key = _key(req)
+    resp = await agent.keyring_operation(op, key)
+    err = keyring_error_text(resp, agent.config.datacenter)
+    if err is not None:
+        raise HTTPError(500, err)
+    return Response()
+
+
+async def install_key(agent: Agent, req: Request) -> Response:
+    return await _change(agent, req, "install")
+
+
+async def use_key(agent: Agent, req: Request) -> Response:
+    return await _change(agent, req, "use")
+
+
+async def remove_key(agent: Agent, req: Request) -> Response:
+    return await _change(agent, req, "remove")
