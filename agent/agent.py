@@ -9,6 +9,7 @@ retry, graceful leave.  The HTTP handlers in ``agent.api`` are thin wrappers aro
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import time
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from agent.events import (
 )
 from agent.filters import should_process
 from agent.keyring import KEYRING_FILE, startup_keys, write_keyring_file
+from agent.snapshot import FLUSH_INTERVAL, SNAPSHOT_FILE, Snapshotter, replay
 from gossip.config import Addr, GossipConfig
 from gossip.crypto import Keyring
 from gossip.node import GossipNode
@@ -155,6 +157,14 @@ class Agent:
             path = data / KEYRING_FILE
             self.node.keyring_saver = lambda ks: write_keyring_file(path, ks)
         self._key_lock = trio.Lock()  # one cluster key operation at a time (Serf KeyManager)
+        self.snapshot: Snapshotter | None = None
+        self.previous_members: dict[str, str] = {}  # from the snapshot: name -> "ip:port"
+        if data is not None:
+            prev = replay(data / SNAPSHOT_FILE, config.rejoin_after_leave)
+            self.node.restore_clocks(prev.clocks)
+            self.previous_members = {n: a for n, a in prev.members.items()
+                                     if n != self.node_name}
+            self.snapshot = Snapshotter(data / SNAPSHOT_FILE, prev)
         self.leaving = False
         self.shutdown = trio.Event()
         self.fatal: str | None = None  # why the agent stopped itself (exit status 1)
@@ -178,6 +188,39 @@ class Agent:
             floor = min(ev.ltime for ev in self.store)
             serf = self.node.serf
             serf.event_min_time = max(serf.event_min_time, floor)
+        if self.snapshot is not None:
+            nursery.start_soon(self._snapshot_loop)
+            if self.previous_members and not self.config.start_join and \
+                    not self.config.retry_join:
+                nursery.start_soon(self.rejoin)
+
+    async def _snapshot_loop(self) -> None:
+        assert self.snapshot is not None
+        while True:
+            await trio.sleep(FLUSH_INTERVAL)
+            self.snapshot.update_clocks(self.node.clocks())
+            self.snapshot.flush()
+
+    async def rejoin(self) -> None:
+        """Serf's rejoin: try the snapshot's members one at a time, in random order."""
+        known = list(self.previous_members.items())
+        random.shuffle(known)
+        for name, addr in known:
+            log.info("agent: attempting re-join to previously known node %s (%s)", name, addr)
+            try:
+                await self.join([addr])
+            except JoinError:
+                continue
+            log.info("agent: re-joined via previously known node %s (%s)", name, addr)
+            return
+        log.warning("agent: failed to re-join any previously known node")
+
+    def close(self) -> None:
+        """Flush what must survive a restart (event store, snapshot)."""
+        self.store.close()
+        if self.snapshot is not None and self.node.core is not None:
+            self.snapshot.update_clocks(self.node.clocks())
+            self.snapshot.flush()
 
     async def join(self, addresses: list[str], *, ignore_old: bool = False) -> int:
         """Join via each address; JoinError if none answered.
@@ -224,6 +267,8 @@ class Agent:
             return
         self.leaving = True
         log.info("agent: graceful leave")
+        if self.snapshot is not None:
+            self.snapshot.leave(self.node.clocks())
         # memberlist's Leave waits for the broadcast only if anyone is alive to hear it;
         # alone, the departure can never be gossiped, so waiting would just time out
         peers = any(m.status is MemberStatus.ALIVE and m.name != self.node_name
@@ -287,6 +332,11 @@ class Agent:
         elif isinstance(d, MemberEvent):
             log.info("serf: member %s: %s %s:%d", d.kind, d.member.name, d.member.addr,
                      d.member.port)
+            if self.snapshot is not None:
+                if d.kind == "join":
+                    self.snapshot.alive(d.member.name, d.member.addr, d.member.port)
+                elif d.kind in ("leave", "failed"):
+                    self.snapshot.not_alive(d.member.name)
         elif isinstance(d, NameConflict):  # Serf shuts down; the serf agent then quits
             self.fatal = (f"node name {self.node_name!r} is taken by another node "
                           f"(name conflict resolution: {d.matching} of {d.responses} "

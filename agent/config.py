@@ -69,6 +69,7 @@ class AgentConfig:
     event_buffer: int = 256
     gossip_profile: str = "lan"
     leave_on_terminate: bool = True
+    rejoin_after_leave: bool = False
 
     def encrypt_key(self) -> bytes | None:
         """The decoded gossip key, or None when encryption is off."""
@@ -219,6 +220,8 @@ _FIELDS: tuple[_Field, ...] = (
            "Gossip timing profile: lan, wan or local."),
     _Field("leave_on_terminate", "bool", "leave_on_terminate", None,
            "Leave gracefully on SIGTERM."),
+    _Field("rejoin_after_leave", "bool", "rejoin_after_leave", "rejoin",
+           "Rejoin the members in the data dir's snapshot even after a graceful leave."),
 )
 _BY_NAME = {f.name: f for f in _FIELDS}
 _BY_FILE_KEY = {f.file_key: f for f in _FIELDS if f.file_key}

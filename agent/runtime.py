@@ -83,6 +83,6 @@ async def _main(config: AgentConfig, hub: object) -> int:
             nursery.start_soon(on_signal)
             await agent.shutdown.wait()
         log.info("agent: shutdown complete")
-        agent.store.close()
+        agent.close()
         nursery.cancel_scope.cancel()
     return 0 if agent.fatal is None else _fatal(agent.fatal)

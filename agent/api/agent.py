@@ -95,6 +95,8 @@ def metric_values(agent: Agent) -> tuple[dict[str, float], dict[str, float]]:
         "rumor_broadcast_queue_depth": len(node.serf.ml.queue) + len(node.serf.event_queue)
         + len(node.serf.intents),
         "rumor_event_clock": node.serf.event_clock.time(),
+        "rumor_member_clock": node.serf.clock.time(),
+        "rumor_query_clock": node.serf.query_clock.time(),
     }
     counters: dict[str, float] = {
         "rumor_packets_in_total": ml.packets_in,
