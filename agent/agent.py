@@ -28,7 +28,7 @@ from agent.events import (
     make_event,
     serf_event_name,
 )
-from agent.filters import should_process
+from agent.filters import FilterError, compile_filter, should_process
 from agent.keyring import KEYRING_FILE, startup_keys, write_keyring_file
 from agent.snapshot import FLUSH_INTERVAL, SNAPSHOT_FILE, Snapshotter, replay
 from gossip.config import Addr, GossipConfig
@@ -130,6 +130,14 @@ def default_advertise(bind: str) -> str:
     return "127.0.0.1"
 
 
+def _go_regexp_search(expr: str, value: str) -> bool:
+    """A query's tag filter, matched with the same Go-regexp rules as event filters."""
+    try:
+        return compile_filter(expr).search(value) is not None
+    except FilterError:
+        return False
+
+
 class Agent:
     def __init__(self, config: AgentConfig, *, gossip: GossipConfig | None = None) -> None:
         self.config = config
@@ -156,6 +164,7 @@ class Agent:
         if data is not None and keyring is not None:
             path = data / KEYRING_FILE
             self.node.keyring_saver = lambda ks: write_keyring_file(path, ks)
+        self.node.tag_matcher = _go_regexp_search
         self._key_lock = trio.Lock()  # one cluster key operation at a time (Serf KeyManager)
         self.snapshot: Snapshotter | None = None
         self.previous_members: dict[str, str] = {}  # from the snapshot: name -> "ip:port"
@@ -346,11 +355,12 @@ class Agent:
 
     # --- keyring -----------------------------------------------------------------------------
 
-    async def keyring_operation(self, op: str, key: bytes = b"") -> KeyResponse:
+    async def keyring_operation(self, op: str, key: bytes = b"",
+                                relay_factor: int = 0) -> KeyResponse:
         """Install, use, remove or list gossip keys on every member (Serf's KeyManager)."""
         async with self._key_lock:
             log.info("agent: initiating key %s", op)
-            return await self.node.key_operation(op, key)
+            return await self.node.key_operation(op, key, relay_factor=relay_factor)
 
     # --- views -------------------------------------------------------------------------------
 

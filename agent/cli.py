@@ -422,7 +422,8 @@ COMMANDS: dict[str, Command] = {
                            "KEY"),
                         _b("list", "List the keys in use in the cluster."),
                         _b("list-primary", "List the primary keys in use in the cluster."),
-                        _s("relay-factor", "Relay factor (rumor supports only 0).", "N"),
+                        _s("relay-factor", "Members relay their answers through this many others "
+                           "(0-5).", "N"),
                         _b("local-only", "Accepted for Consul compatibility (list only)."),
                         *HTTP_FLAGS), cmd_keyring),
     "leave": Command("Gracefully leaves the cluster and shuts down", "rumor leave [options]",

@@ -57,6 +57,8 @@ class GossipNode:
         self._nursery: trio.Nursery | None = None
         self.stream_errors = 0
         self.keyring_saver: Callable[[Sequence[bytes]], None] | None = None
+        # Go-regexp matcher for query tag filters (expr, value) -> matched; None: Python re
+        self.tag_matcher: Callable[[str, str], bool] | None = None
         self._restore: Clocks | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -76,6 +78,8 @@ class GossipNode:
         self.core = Serf(self.name, adv, rng=self.rng, now=trio.current_time(), tags=self.tags,
                          gossip=self.gcfg, config=self.scfg, keyring=self.keyring)
         self.core.queries.keyring_saver = self.keyring_saver
+        if self.tag_matcher is not None:
+            self.core.queries.tag_matcher = self.tag_matcher
         if self._restore is not None:
             self.restore_clocks(self._restore)
         try:
@@ -151,25 +155,27 @@ class GossipNode:
 
     async def query(self, name: str, payload: bytes, *, timeout: float | None = None,
                     request_ack: bool = False, filter_nodes: Sequence[str] = (),
-                    filter_tags: Mapping[str, str] | None = None) -> QueryResult:
+                    filter_tags: Mapping[str, str] | None = None,
+                    relay_factor: int = 0) -> QueryResult:
         """Run a Serf query and wait for its deadline; ValueError if it is too big."""
         done = trio.Event()
         res = self.serf.queries.start(trio.current_time(), name, payload, timeout=timeout,
                                       request_ack=request_ack, filter_nodes=filter_nodes,
-                                      filter_tags=filter_tags,
+                                      filter_tags=filter_tags, relay_factor=relay_factor,
                                       done=lambda now, r: done.set())
         self._flush()
         await done.wait()
         return res
 
-    async def key_operation(self, op: str, key: bytes = b"",
-                            timeout: float | None = None) -> KeyResponse:
+    async def key_operation(self, op: str, key: bytes = b"", timeout: float | None = None,
+                            relay_factor: int = 0) -> KeyResponse:
         """Serf's KeyManager: ``op`` is install, use, remove or list; every member answers.
 
         Returns once all members answered or the query timed out; ``KeyResponse.error()``
         says whether it succeeded everywhere."""
         done = trio.Event()
         agg = self.serf.queries.start_key_op(trio.current_time(), op, key, timeout=timeout,
+                                             relay_factor=relay_factor,
                                              done=lambda now, r: done.set())
         self._flush()
         await done.wait()

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rumor.gossip")
 
-QUERY, QUERY_RESPONSE, CONFLICT_RESPONSE, KEY_REQUEST, KEY_RESPONSE = 4, 5, 6, 7, 8
+QUERY, QUERY_RESPONSE, CONFLICT_RESPONSE, KEY_REQUEST, KEY_RESPONSE, RELAY = 4, 5, 6, 7, 8, 9
+MAX_RELAY_FACTOR = 5  # Consul's limit on relay-factor
 FLAG_ACK, FLAG_NO_BROADCAST = 1, 2
 FILTER_NODE, FILTER_TAG = 0, 1
 INTERNAL_PREFIX = "_serf_"
@@ -139,6 +140,34 @@ def decode_query_response(body: bytes) -> QueryResponse:
     payload = None if m.get(b"Payload") is None else wire.f_bytes(m, b"Payload", w)
     return QueryResponse(wire.f_int(m, b"LTime", w), wire.f_int(m, b"ID", w, bits=32),
                          wire.f_str(m, b"From", w), wire.f_int(m, b"Flags", w, bits=32), payload)
+
+
+def encode_relay(dest: tuple[str, int], dest_name: str, inner: bytes) -> bytes:
+    """``[9] + msgpack relayHeader{DestAddr: UDPAddr{IP, Port, Zone}, DestName} + inner``."""
+    return bytes([RELAY]) + wire.packb({
+        "DestAddr": {"IP": wire.ip_to_bytes(dest[0]), "Port": dest[1], "Zone": ""},
+        "DestName": dest_name}) + inner
+
+
+def decode_relay(msg: bytes) -> tuple[tuple[str, int], bytes]:
+    """(destination, inner message) of a relay message; DecodeError if malformed."""
+    import msgpack
+
+    unpacker = msgpack.Unpacker(raw=True, strict_map_key=False, max_buffer_size=len(msg))
+    unpacker.feed(msg[1:])
+    try:
+        header = unpacker.unpack()
+    except Exception as exc:
+        raise DecodeError(f"relay: bad header: {exc}") from None
+    if not isinstance(header, dict) or not isinstance(header.get(b"DestAddr"), dict):
+        raise DecodeError("relay: bad header")
+    dest = header[b"DestAddr"]
+    ip = wire.ip_from_bytes(wire.f_bytes(dest, b"IP", "relay"))
+    port = wire.f_int(dest, b"Port", "relay", bits=16)
+    inner = msg[1 + unpacker.tell():]
+    if not port or not inner:
+        raise DecodeError("relay: no destination port or no message")
+    return (ip, port), inner
 
 
 def encode_key_request(key: bytes) -> bytes:
@@ -353,6 +382,7 @@ class QueryMetrics:
     responses_received: int = 0
     responses_unmatched: int = 0
     key_ops_applied: int = 0
+    relayed: int = 0
 
 
 class Queries:
@@ -497,6 +527,32 @@ class Queries:
         if q.port == 0:
             return
         self.serf.ml.send_user_packet(dst, raw)
+        self._relay(q, dst, raw)
+
+    def _relay(self, q: Query, dst: tuple[str, int], raw: bytes) -> None:
+        """serf ``relayResponse``: copies through ``RelayFactor`` random other members."""
+        k = min(q.relay_factor, MAX_RELAY_FACTOR)
+        if not k:
+            return
+        ml = self.serf.ml
+        peers = [m for m in ml.alive_members() if m is not ml.local and m.pmax >= 5]
+        if len(peers) < k:  # serf: worth it only with relayFactor other members
+            return
+        msg = encode_relay(dst, q.source_node, raw)
+        if len(msg) > QUERY_RESPONSE_SIZE_LIMIT:
+            return
+        for m in self.serf.rng.sample(peers, k):
+            ml.send_user_packet(m.address, msg)
+
+    def on_relay(self, msg: bytes) -> None:
+        """Forward a relayed query answer to its destination (serf delegate, type 9).
+
+        Stricter than serf: only a query response of at most 1024 bytes is forwarded."""
+        dest, inner = decode_relay(msg)
+        if inner[0] != QUERY_RESPONSE or len(inner) > QUERY_RESPONSE_SIZE_LIMIT:
+            raise DecodeError("relay: only query responses are relayed")
+        self.metrics.relayed += 1
+        self.serf.ml.send_user_packet(dest, inner)
 
     # --- outbound -------------------------------------------------------------------------
 
@@ -507,7 +563,7 @@ class Queries:
 
     def start(self, now: float, name: str, payload: bytes, *, timeout: float | None = None,
               request_ack: bool = False, filter_nodes: Sequence[str] = (),
-              filter_tags: Mapping[str, str] | None = None,
+              filter_tags: Mapping[str, str] | None = None, relay_factor: int = 0,
               on_response: Callable[[float, str, bytes | None], bool] | None = None,
               done: Callable[[float, QueryResult], None] | None = None) -> QueryResult:
         """serf ``Query``: broadcast, handle locally, collect until the deadline.
@@ -526,7 +582,8 @@ class Queries:
         local = serf.ml.local
         q = Query(serf.query_clock.time(), serf.rng.getrandbits(31),
                   wire.ip_to_bytes(local.addr), local.port, serf.name, tuple(filters),
-                  FLAG_ACK if request_ack else 0, 0, int(timeout * 1e9), name, payload)
+                  FLAG_ACK if request_ack else 0, min(max(relay_factor, 0), MAX_RELAY_FACTOR),
+                  int(timeout * 1e9), name, payload)
         raw = encode_query(q)
         if len(raw) > QUERY_SIZE_LIMIT:
             raise ValueError(f"query exceeds limit of {QUERY_SIZE_LIMIT} bytes")
@@ -576,7 +633,7 @@ class Queries:
 
     def start_key_op(self, now: float, op: str, key: bytes, *,
                      done: Callable[[float, KeyResponse], None],
-                     timeout: float | None = None) -> KeyResponse:
+                     timeout: float | None = None, relay_factor: int = 0) -> KeyResponse:
         """serf KeyManager ``handleKeyRequest``: query every node, aggregate the answers."""
         if op not in KEY_OPS:
             raise ValueError(f"unknown key operation {op!r}")
@@ -592,8 +649,8 @@ class Queries:
         # NumNodes is taken after the query is started, like KeyManager; a local answer
         # arriving during start() is counted, so fix the total first
         agg.num_nodes = len(self.serf.ml.alive_members())
-        self.start(now, name, encode_key_request(key), timeout=timeout, on_response=one,
-                   done=finished)
+        self.start(now, name, encode_key_request(key), timeout=timeout,
+                   relay_factor=relay_factor, on_response=one, done=finished)
         return agg
 
     def resolve_conflict(self, now: float) -> None:

@@ -423,6 +423,8 @@ class Serf(Delegate):
             self._handle_query(now, msg)
         elif t == SerfMsg.QUERY_RESPONSE:
             self.queries.on_response(now, decode_query_response(msg[1:]))
+        elif t == 9:  # messageRelayType: a query answer to forward
+            self.queries.on_relay(msg)
         else:
             raise DecodeError(f"unknown serf message type {t}")
 

@@ -19,17 +19,16 @@ from agent.http.types import HTTPError, Request, Response
 from agent.keyring import keyring_error_text, keyring_json, parse_key
 
 
-def _check_params(req: Request) -> None:
+def _check_params(req: Request) -> int:
+    """The relay factor (0-5); 400 for a bad relay-factor or local-only."""
+    n = 0
     raw = req.arg("relay-factor")
     if raw is not None:
-        if not raw.strip().lstrip("-").isdigit():
+        if not raw.strip().lstrip("-").isdigit() or len(raw) > 20:
             raise HTTPError(400, f"Error parsing relay factor: invalid syntax: {raw!r}")
         n = int(raw)
         if not 0 <= n <= 5:
             raise HTTPError(400, "Invalid relay-factor: Relay factor must be in range: [0, 5]")
-        if n:
-            raise HTTPError(400, "Invalid relay-factor: rumor does not relay query answers; "
-                                 "use 0")
     local = req.arg("local-only")
     if local is not None:
         try:
@@ -39,6 +38,7 @@ def _check_params(req: Request) -> None:
         if flag and req.method != "GET":
             raise HTTPError(400, "Invalid use of local-only: local-only can only be set "
                                  "for list requests")
+    return n
 
 
 def _key(req: Request) -> bytes:
@@ -56,8 +56,8 @@ def _key(req: Request) -> bytes:
 
 
 async def list_keys(agent: Agent, req: Request) -> Response:
-    _check_params(req)
-    resp = await agent.keyring_operation("list")
+    relay = _check_params(req)
+    resp = await agent.keyring_operation("list", relay_factor=relay)
     err = keyring_error_text(resp, agent.config.datacenter)
     if err is not None:
         raise HTTPError(500, err)
@@ -65,9 +65,9 @@ async def list_keys(agent: Agent, req: Request) -> Response:
 
 
 async def _change(agent: Agent, req: Request, op: str) -> Response:
-    _check_params(req)
+    relay = _check_params(req)
     key = _key(req)
-    resp = await agent.keyring_operation(op, key)
+    resp = await agent.keyring_operation(op, key, relay_factor=relay)
     err = keyring_error_text(resp, agent.config.datacenter)
     if err is not None:
         raise HTTPError(500, err)

@@ -54,13 +54,14 @@ async def test_rotation_over_http(tmp_path: Path) -> None:
                               (b'{"Key": 5}', "non-empty base64")]:
                 r = await a2.client.post("/v1/operator/keyring", content=body)
                 assert r.status_code == 400 and why in r.text, (body, r.text)
-            r = await a2.client.post("/v1/operator/keyring?relay-factor=9", json={"Key": K2})
-            assert r.status_code == 400
+            for bad in ("relay-factor=9", "relay-factor=x", "local-only=true", "local-only=2"):
+                r = await a2.client.post(f"/v1/operator/keyring?{bad}", json={"Key": K2})
+                assert r.status_code == 400, bad
             assert all(a.agent.node.keyring_keys() == (base64.b64decode(K1),) for a in agents)
 
             r = await a2.client.post("/v1/operator/keyring", json={"Key": K2})
             assert r.status_code == 200 and r.text == "", r.text
-            r = await a3.client.get("/v1/operator/keyring")
+            r = await a3.client.get("/v1/operator/keyring?relay-factor=2&local-only=true")
             assert r.json()[0]["Keys"] == {K1: 3, K2: 3}
             assert r.json()[0]["PrimaryKeys"] == {K1: 3}
             r = await a3.client.put("/v1/operator/keyring", json={"Key": K2})

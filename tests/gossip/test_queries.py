@@ -21,17 +21,20 @@ from gossip.queries import (
     NodeKeyResponse,
     Query,
     QueryResponse,
+    QueryResult,
     apply_key_op,
     decode_conflict_response,
     decode_key_request,
     decode_key_response,
     decode_query,
     decode_query_response,
+    decode_relay,
     encode_conflict_response,
     encode_key_request,
     encode_key_response,
     encode_query,
     encode_query_response,
+    encode_relay,
 )
 from gossip.serf import MemberStatus, NameConflict, UserEvent
 from tests.sim.cluster import SerfCluster
@@ -233,3 +236,54 @@ def test_name_conflict_the_impostor_loses() -> None:
     for observer in (c.nodes[0], c.nodes[2]):
         view = observer.members["n1"]
         assert (view.addr, view.status) == (real.ml.local.addr, MemberStatus.ALIVE)
+
+
+# --- relays and filters ----------------------------------------------------------------------
+
+
+def test_relay_bytes_and_forwarding_rules() -> None:
+    inner = encode_query_response(QueryResponse(3, 9, "n2", 1, None))
+    raw = encode_relay(("10.0.0.1", 7946), "n1", inner)
+    assert raw == (b"\x09\x82" + s("DestAddr") + b"\x83" + s("IP") + b"\xa4\x0a\x00\x00\x01"
+                   + s("Port") + b"\xcd\x1f\x0a" + s("Zone") + b"\xa0" + s("DestName") + s("n1")
+                   + inner)
+    assert decode_relay(raw) == (("10.0.0.1", 7946), inner)
+    for bad in (b"\x09", b"\x09\x80", b"\x09\xc1", raw[:20],
+                encode_relay(("10.0.0.1", 7946), "n1", b"")):
+        with pytest.raises(DecodeError):
+            decode_relay(bad)
+    c = SerfCluster(2, seed=1)
+    with pytest.raises(DecodeError):  # only query answers are forwarded
+        c.nodes[0].queries.on_relay(encode_relay(("10.0.0.1", 7946), "n1", b"\x03\x80"))
+
+
+def test_relayed_answers_are_forwarded_and_deduplicated() -> None:
+    c = encrypted_cluster(5)
+    done: list[KeyResponse] = []
+    c.by_name["n0"].queries.start_key_op(c.sim.now, "list", b"", relay_factor=2,
+                                         done=lambda t, r: done.append(r))
+    c.sim.poke(c.addr["n0"])
+    c.run_until(lambda: bool(done), 10, step=0.05)
+    assert done[0].num_resp == 5 and done[0].error() is None
+    c.run(1)
+    assert sum(n.queries.metrics.relayed for n in c.nodes) >= 8  # 4 remote answers x 2
+
+
+def test_query_filters_decide_who_acks() -> None:
+    c = SerfCluster(4, seed=2, tags={"role": "web"})
+    c.join_all()
+    c.run_until(lambda: c.all_see({"n0", "n1", "n2", "n3"}), 30)
+    c.by_name["n2"].tags = {"role": "db"}
+
+    def acks(**kw: object) -> list[str]:
+        done: list[QueryResult] = []
+        c.by_name["n0"].queries.start(c.sim.now, "hello", b"x", request_ack=True, timeout=2,
+                                      done=lambda t, r: done.append(r), **kw)  # type: ignore
+        c.sim.poke(c.addr["n0"])
+        c.run_until(lambda: bool(done), 5, step=0.05)
+        assert done[0].responses == {}  # no handlers: acks only, like a plain serf agent
+        return sorted(done[0].acks)
+    assert acks() == ["n0", "n1", "n2", "n3"]
+    assert acks(filter_nodes=["n1", "n3"]) == ["n1", "n3"]
+    assert acks(filter_tags={"role": "^d"}) == ["n2"]
+    assert acks(filter_tags={"role": "("}) == []  # does not compile: matches nothing
