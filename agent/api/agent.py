@@ -121,6 +121,10 @@ def metric_values(agent: Agent) -> tuple[dict[str, float], dict[str, float]]:
         "rumor_events_deduped_total": am.events_deduped,
         "rumor_events_undecodable_total": am.events_undecodable,
         "rumor_broadcasts_pruned_total": sm.queue_pruned,
+        "rumor_queries_received_total": sm.queries_received,
+        "rumor_queries_answered_total": node.serf.queries.metrics.queries_answered,
+        "rumor_query_answers_relayed_total": node.serf.queries.metrics.relayed,
+        "rumor_keyring_changes_total": node.serf.queries.metrics.key_ops_applied,
     }
     return gauges, counters
 
