@@ -4,10 +4,14 @@ no answer), honour node and tag filters, and forward relayed answers (``-relay-f
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+from pathlib import Path
 
 import trio
 
+from agent.agent import Agent
+from agent.config import AgentConfig
 from gossip.node import GossipNode
 from tests.interop.serfagent import SERF, SerfAgent
 from tests.interop.test_serf_membership import eventually
@@ -49,3 +53,31 @@ async def test_rumor_acks_filters_and_relays(net: str, agents: list[SerfAgent],
         assert sorted(out["Acks"]) == sorted(names)  # type: ignore[arg-type]
         # with 4 members and relay factor 3, every other member relays each remote ack
         assert sum(r.serf.queries.metrics.relayed for r in rumors) >= 2
+
+
+async def test_name_conflict_with_serf_agents(net: str, agents: list[SerfAgent],
+                                              nursery: trio.Nursery, tmp_path: Path) -> None:
+    """A rumor agent that takes a serf agent's name loses Serf's ``_serf_conflict`` vote and
+    stops; the serf agent wins, counting the answer of an honest rumor node too."""
+    agents.append(SerfAgent("serf1", f"{net}.1"))
+    agents.append(SerfAgent("serf2", f"{net}.2", join=f"{net}.1:7946"))
+    honest = GossipNode("rumor1", (f"{net}.10", 7946))
+    await nursery.start(honest.run)
+    assert await honest.join([(f"{net}.1", 7946)]) == 1
+    await eventually(lambda: len(agents[0].members()) == 3, 10, "3 members")
+    impostor = Agent(AgentConfig(node_name="serf2", bind_addr=f"{net}.11", serf_lan_port=7946,
+                                 data_dir=str(tmp_path / "impostor")))
+    with trio.fail_after(60):
+        async with trio.open_nursery() as inner:
+            await impostor.start(inner)
+            await impostor.join([f"{net}.2:7946"])  # serf2 itself sees the conflict
+            await impostor.shutdown.wait()
+            inner.cancel_scope.cancel()
+        impostor.store.close()
+    assert impostor.fatal is not None and "name" in impostor.fatal
+    assert "of 3 answers" in impostor.fatal or "of 2 answers" in impostor.fatal
+    await eventually(lambda: "majority in name conflict resolution" in agents[1].log(), 15,
+                     "serf2 won the vote")
+    won = re.search(r"majority in name conflict resolution \[(\d+) / (\d+)\]", agents[1].log())
+    assert won is not None and int(won.group(2)) >= 2  # serf1 and rumor1 answered
+    assert agents[0].members()["serf2"][0] == f"{net}.2:7946"
