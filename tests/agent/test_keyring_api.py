@@ -122,3 +122,16 @@ def test_corrupt_keyring_file_is_one_line_naming_the_file(tmp_path: Path, conten
         load_keyring_file(path)
     text = str(exc.value)
     assert str(path) in text and why in text and "\n" not in text
+
+
+def test_keyring_cli_needs_exactly_one_action() -> None:
+    from tests.agent.helpers import run_cli
+
+    r = run_cli("keyring", "-http-addr=127.0.0.1:1")
+    assert r.returncode == 1 and "Usage: rumor keyring" in r.stderr
+    r = run_cli("keyring", "-list", "-install", K2, "-http-addr=127.0.0.1:1")
+    assert r.returncode == 1 and r.stderr.strip() == "Only a single action is allowed"
+    r = run_cli("keyring", "-list", "-relay-factor=6", "-http-addr=127.0.0.1:1")
+    assert r.returncode == 1 and "Relay factor must be in range: [0, 5]" in r.stderr
+    r = run_cli("keyring", "-list", "-http-addr=127.0.0.1:1")  # nobody listens there
+    assert r.returncode == 1 and "Error connecting to rumor agent" in r.stderr
