@@ -33,8 +33,8 @@ from agent.keyring import KEYRING_FILE, startup_keys, write_keyring_file
 from agent.snapshot import FLUSH_INTERVAL, SNAPSHOT_FILE, Snapshotter, replay
 from gossip.config import Addr, GossipConfig
 from gossip.crypto import Keyring
+from gossip.keyops import KeyResponse
 from gossip.node import GossipNode
-from gossip.queries import KeyResponse
 from gossip.serf import (
     USER_EVENT_SIZE_HARD_LIMIT,
     Delivery,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gossip.crypto import KEY_SIZES
-from gossip.queries import KeyResponse, b64, decode_b64_key
+from gossip.keyops import KeyResponse, b64, decode_b64_key
 
 log = logging.getLogger("rumor.agent")
 

@@ -18,8 +18,9 @@ import trio
 
 from gossip.config import Addr, GossipConfig, SendPacket, StreamRequest
 from gossip.errors import DecodeError
+from gossip.keyops import KeyResponse
 from gossip.membership import Keyring
-from gossip.queries import KeyResponse, QueryResult
+from gossip.queries import QueryResult
 from gossip.serf import Delivery, Serf, SerfConfig, SerfMember
 from gossip.transport import UdpTransport, exchange, open_tcp_listener, read_message, serve_tcp
 

@@ -1,255 +1,70 @@
-"""Serf queries, sans-IO: their wire codec, the internal ``_serf_*`` queries, and the queries
-this node originates (with Serf's KeyManager aggregation of key-operation answers).
+"""Serf queries, sans-IO: answering the internal ``_serf_*`` queries and tracking the queries
+this node originates (serf 0.9.4 ``serf/query.go``, ``internal_query.go``, ``keymanager.go``).
 
-Wire facts (serf 0.9.4 ``serf/messages.go``, ``internal_query.go``, ``keymanager.go``,
-``query.go``; memberlist 0.2.2 ``keyring.go``):
+* Inbound: after the Serf core dedups and rebroadcasts a query, :meth:`Queries.on_query`
+  applies its node/tag filters, acks when asked, and answers the internal ones: the key
+  queries (``gossip.keyops``), ``_serf_conflict`` (our record of the named member; nothing
+  about ourselves) and ``_serf_ping`` (ack only).  A node without query handlers (a plain serf
+  agent) acks and sends no answer; so does rumor for every query that is not internal.
+* Answers go by UDP straight to the asker, plus ``RelayFactor`` relayed copies through other
+  members; relayed answers we receive are forwarded.
+* Outbound: :meth:`Queries.start` broadcasts a query, handles it locally and collects acks and
+  answers until the deadline (default GossipInterval x 16 x ceil(log10(n + 1))); key
+  operations aggregate answers like serf's KeyManager; a name conflict runs serf's vote.
 
-* a query is ``[4] + msgpack messageQuery{LTime, ID, Addr, Port, SourceNode, Filters, Flags,
-  RelayFactor, Timeout (ns), Name, Payload}``; an answer or ack is ``[5] + msgpack
-  messageQueryResponse{LTime, ID, From, Flags, Payload}``, sent by UDP straight to
-  ``Addr:Port`` (flag 1 = ack; query flag 2 = do not rebroadcast);
-* filters are ``[0] + msgpack [names]`` or ``[1] + msgpack {Tag, Expr}`` (Go regexp, unanchored);
-* key operations carry ``[7] + {Key}`` and are answered ``[8] + {Result, Message, Keys,
-  PrimaryKey}``; ``_serf_conflict`` carries a node name and is answered ``[6] + Member`` (nil
-  if unknown; nodes do not answer about themselves);
-* every message field is encoded in Go's declaration order; nil slices are msgpack nil.
-
-A node without query handlers (a plain serf agent) acks when asked and sends no answer; so
-does rumor for every query that is not internal.
+Message layouts live in ``gossip.query_wire``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 from gossip import wire
 from gossip.crypto import Keyring
 from gossip.errors import DecodeError
+from gossip.keyops import KEY_OPS, KeyResponse, ManagedKeyring, apply_key_op
+from gossip.query_wire import (
+    FILTER_NODE,
+    FILTER_TAG,
+    FLAG_ACK,
+    QUERY_RESPONSE,
+    ConflictMember,
+    NodeKeyResponse,
+    Query,
+    QueryResponse,
+    decode_conflict_response,
+    decode_key_request,
+    decode_query_response,
+    decode_relay,
+    encode_conflict_response,
+    encode_key_request,
+    encode_key_response,
+    encode_node_filter,
+    encode_query,
+    encode_query_response,
+    encode_relay,
+    encode_tag_filter,
+    unpack_any,
+)
 
 if TYPE_CHECKING:
     from gossip.serf import Serf
 
 log = logging.getLogger("rumor.gossip")
 
-QUERY, QUERY_RESPONSE, CONFLICT_RESPONSE, KEY_REQUEST, KEY_RESPONSE, RELAY = 4, 5, 6, 7, 8, 9
-MAX_RELAY_FACTOR = 5  # Consul's limit on relay-factor
-FLAG_ACK, FLAG_NO_BROADCAST = 1, 2
-FILTER_NODE, FILTER_TAG = 0, 1
 INTERNAL_PREFIX = "_serf_"
+MAX_RELAY_FACTOR = 5  # Consul's limit on relay-factor
 QUERY_SIZE_LIMIT = 1024  # serf QuerySizeLimit
 QUERY_RESPONSE_SIZE_LIMIT = 1024  # serf QueryResponseSizeLimit
 QUERY_TIMEOUT_MULT = 16  # serf QueryTimeoutMult
 MIN_ENCODED_KEY_LENGTH = 25  # serf minEncodedKeyLength: 1024 / 25 = 40 keys per list answer
-KEY_OPS = ("install", "use", "remove", "list")
 MAX_FILTER_NAMES = 4096
 MAX_TAG_EXPR = 1024
-
-NO_KEYRING = "No keyring to modify (encryption not enabled)"
-EMPTY_KEYRING = "Keyring is empty (encryption not enabled)"
-BAD_KEY_SIZE = "key size must be 16, 24 or 32 bytes"
-NOT_IN_RING = "Requested key is not in the keyring"
-REMOVE_PRIMARY = "Removing the primary key is not allowed"
-
-_INT64 = 1 << 63
-
-
-class ManagedKeyring(Protocol):
-    """What the internal key queries need of a keyring (``gossip.crypto.Keyring`` has it)."""
-
-    @property
-    def keys(self) -> tuple[bytes, ...]: ...
-    def install(self, key: bytes) -> None: ...
-    def use(self, key: bytes) -> None: ...
-    def remove(self, key: bytes) -> None: ...
-
-
-# --- codec ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Query:
-    ltime: int
-    id: int
-    addr: bytes
-    port: int
-    source_node: str
-    filters: tuple[bytes, ...] = ()
-    flags: int = 0
-    relay_factor: int = 0
-    timeout_ns: int = 0
-    name: str = ""
-    payload: bytes = b""
-
-
-@dataclass(frozen=True)
-class QueryResponse:
-    ltime: int
-    id: int
-    source: str  # the From field
-    flags: int = 0
-    payload: bytes | None = None
-
-
-def encode_query(q: Query) -> bytes:
-    return bytes([QUERY]) + wire.packb({
-        "LTime": q.ltime, "ID": q.id, "Addr": q.addr, "Port": q.port,
-        "SourceNode": q.source_node, "Filters": list(q.filters) or None, "Flags": q.flags,
-        "RelayFactor": q.relay_factor, "Timeout": q.timeout_ns, "Name": q.name,
-        "Payload": q.payload})
-
-
-def _f_int64(m: dict[bytes, Any], key: bytes, what: str) -> int:
-    v = m.get(key, 0)
-    if v is None:
-        return 0
-    if isinstance(v, bool) or not isinstance(v, int) or not -_INT64 <= v < _INT64:
-        raise DecodeError(f"{what}: field {key.decode()} is not an int64")
-    return v
-
-
-def decode_query(body: bytes) -> Query:
-    """The msgpack body after the type byte; DecodeError on anything malformed."""
-    w = "query"
-    m = wire.unpack_map(body, w)
-    raw_filters = m.get(b"Filters") or []
-    if not isinstance(raw_filters, list) or len(raw_filters) > 64:
-        raise DecodeError(f"{w}: Filters is not a list of at most 64 entries")
-    filters = tuple(wire.f_bytes({b"f": f}, b"f", w) for f in raw_filters)
-    return Query(wire.f_int(m, b"LTime", w), wire.f_int(m, b"ID", w, bits=32),
-                 wire.f_bytes(m, b"Addr", w), wire.f_int(m, b"Port", w, bits=16),
-                 wire.f_str(m, b"SourceNode", w), filters, wire.f_int(m, b"Flags", w, bits=32),
-                 wire.f_int(m, b"RelayFactor", w, bits=8), _f_int64(m, b"Timeout", w),
-                 wire.f_str(m, b"Name", w), wire.f_bytes(m, b"Payload", w))
-
-
-def encode_query_response(r: QueryResponse) -> bytes:
-    return bytes([QUERY_RESPONSE]) + wire.packb({
-        "LTime": r.ltime, "ID": r.id, "From": r.source, "Flags": r.flags, "Payload": r.payload})
-
-
-def decode_query_response(body: bytes) -> QueryResponse:
-    w = "query response"
-    m = wire.unpack_map(body, w)
-    payload = None if m.get(b"Payload") is None else wire.f_bytes(m, b"Payload", w)
-    return QueryResponse(wire.f_int(m, b"LTime", w), wire.f_int(m, b"ID", w, bits=32),
-                         wire.f_str(m, b"From", w), wire.f_int(m, b"Flags", w, bits=32), payload)
-
-
-def encode_relay(dest: tuple[str, int], dest_name: str, inner: bytes) -> bytes:
-    """``[9] + msgpack relayHeader{DestAddr: UDPAddr{IP, Port, Zone}, DestName} + inner``."""
-    return bytes([RELAY]) + wire.packb({
-        "DestAddr": {"IP": wire.ip_to_bytes(dest[0]), "Port": dest[1], "Zone": ""},
-        "DestName": dest_name}) + inner
-
-
-def decode_relay(msg: bytes) -> tuple[tuple[str, int], bytes]:
-    """(destination, inner message) of a relay message; DecodeError if malformed."""
-    import msgpack
-
-    unpacker = msgpack.Unpacker(raw=True, strict_map_key=False, max_buffer_size=len(msg))
-    unpacker.feed(msg[1:])
-    try:
-        header = unpacker.unpack()
-    except Exception as exc:
-        raise DecodeError(f"relay: bad header: {exc}") from None
-    if not isinstance(header, dict) or not isinstance(header.get(b"DestAddr"), dict):
-        raise DecodeError("relay: bad header")
-    dest = header[b"DestAddr"]
-    ip = wire.ip_from_bytes(wire.f_bytes(dest, b"IP", "relay"))
-    port = wire.f_int(dest, b"Port", "relay", bits=16)
-    inner = msg[1 + unpacker.tell():]
-    if not port or not inner:
-        raise DecodeError("relay: no destination port or no message")
-    return (ip, port), inner
-
-
-def encode_key_request(key: bytes) -> bytes:
-    return bytes([KEY_REQUEST]) + wire.packb({"Key": key})
-
-
-def decode_key_request(payload: bytes) -> bytes:
-    if not payload:
-        raise DecodeError("key request: empty payload")
-    return wire.f_bytes(wire.unpack_map(payload[1:], "key request"), b"Key", "key request")
-
-
-@dataclass(frozen=True)
-class NodeKeyResponse:
-    """serf ``nodeKeyResponse``: one node's answer to a key query."""
-
-    result: bool = False
-    message: str = ""
-    keys: tuple[str, ...] | None = None
-    primary_key: str = ""
-
-
-def encode_key_response(r: NodeKeyResponse) -> bytes:
-    return bytes([KEY_RESPONSE]) + wire.packb({
-        "Result": r.result, "Message": r.message,
-        "Keys": None if r.keys is None else list(r.keys), "PrimaryKey": r.primary_key})
-
-
-def decode_key_response(payload: bytes) -> NodeKeyResponse:
-    w = "key response"
-    if not payload or payload[0] != KEY_RESPONSE:
-        raise DecodeError(f"{w}: wrong message type")
-    m = wire.unpack_map(payload[1:], w)
-    raw = m.get(b"Keys")
-    if raw is not None and (not isinstance(raw, list) or len(raw) > 4096):
-        raise DecodeError(f"{w}: Keys is not a list")
-    keys = None if raw is None else tuple(wire.f_str({b"k": k}, b"k", w) for k in raw)
-    return NodeKeyResponse(wire.f_bool(m, b"Result", w), wire.f_str(m, b"Message", w), keys,
-                           wire.f_str(m, b"PrimaryKey", w))
-
-
-@dataclass(frozen=True)
-class ConflictMember:
-    """serf ``Member`` as carried in a ``_serf_conflict`` answer."""
-
-    name: str
-    addr: str
-    port: int
-    tags: Mapping[str, str] = field(default_factory=dict)
-    status: int = 1
-    vsn: bytes = b""
-
-
-def encode_conflict_response(m: ConflictMember | None) -> bytes:
-    if m is None:
-        return bytes([CONFLICT_RESPONSE]) + wire.packb(None)
-    vsn = list(m.vsn[:6]) + [0] * (6 - len(m.vsn[:6]))
-    return bytes([CONFLICT_RESPONSE]) + wire.packb({
-        "Name": m.name, "Addr": wire.ip_to_bytes(m.addr), "Port": m.port, "Tags": dict(m.tags),
-        "Status": m.status, "ProtocolMin": vsn[0], "ProtocolMax": vsn[1], "ProtocolCur": vsn[2],
-        "DelegateMin": vsn[3], "DelegateMax": vsn[4], "DelegateCur": vsn[5]})
-
-
-def decode_conflict_response(payload: bytes) -> ConflictMember | None:
-    w = "conflict response"
-    if not payload or payload[0] != CONFLICT_RESPONSE:
-        raise DecodeError(f"{w}: wrong message type")
-    if payload[1:] == b"\xc0":
-        return None
-    m = wire.unpack_map(payload[1:], w)
-    return ConflictMember(wire.f_str(m, b"Name", w),
-                          wire.ip_from_bytes(wire.f_bytes(m, b"Addr", w)),
-                          wire.f_int(m, b"Port", w, bits=16), {},
-                          wire.f_int(m, b"Status", w, bits=32))
-
-
-def encode_node_filter(names: Sequence[str]) -> bytes:
-    return bytes([FILTER_NODE]) + wire.packb(list(names))
-
-
-def encode_tag_filter(tag: str, expr: str) -> bytes:
-    return bytes([FILTER_TAG]) + wire.packb({"Tag": tag, "Expr": expr})
 
 
 def default_tag_matcher(expr: str, value: str) -> bool:
@@ -264,94 +79,7 @@ def default_tag_matcher(expr: str, value: str) -> bool:
         return False
 
 
-# --- key operations (memberlist keyring semantics with serf's messages) --------------------
 
-
-def b64(key: bytes) -> str:
-    return base64.b64encode(key).decode("ascii")
-
-
-def decode_b64_key(text: str) -> bytes:
-    """Serf's KeyManager decodes the base64 key (StdEncoding); ValueError if it is not base64."""
-    try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
-        raise ValueError(f"illegal base64 data: {exc}") from None
-
-
-def apply_key_op(op: str, keyring: ManagedKeyring | None, key: bytes) -> NodeKeyResponse:
-    """What a node answers to ``_serf_<op>-key`` / ``_serf_list-keys`` (without the file write)."""
-    if keyring is None or not keyring.keys:
-        return NodeKeyResponse(False, EMPTY_KEYRING if op == "list" else NO_KEYRING)
-    if op == "list":
-        keys = keyring.keys
-        return NodeKeyResponse(True, "", tuple(b64(k) for k in keys), b64(keys[0]))
-    if op == "install":
-        if len(key) not in (16, 24, 32):
-            return NodeKeyResponse(False, BAD_KEY_SIZE)
-        keyring.install(key)
-    elif op == "use":
-        if key not in keyring.keys:
-            return NodeKeyResponse(False, NOT_IN_RING)
-        keyring.use(key)
-    elif op == "remove":
-        if key == keyring.keys[0]:
-            return NodeKeyResponse(False, REMOVE_PRIMARY)
-        if key in keyring.keys:
-            keyring.remove(key)
-    else:
-        raise ValueError(f"unknown key operation {op!r}")
-    return NodeKeyResponse(True)
-
-
-@dataclass
-class KeyResponse:
-    """serf ``KeyResponse``: the cluster's answers to one key query, aggregated."""
-
-    num_nodes: int = 0
-    num_resp: int = 0
-    num_err: int = 0
-    messages: dict[str, str] = field(default_factory=dict)
-    keys: dict[str, int] = field(default_factory=dict)
-    primary_keys: dict[str, int] = field(default_factory=dict)
-
-    def add(self, source: str, payload: bytes | None) -> None:
-        """KeyManager ``streamKeyResp`` for one answer."""
-        self.num_resp += 1
-        raw = payload or b""
-        if not raw or raw[0] != KEY_RESPONSE:
-            self.messages[source] = f"Invalid key query response type: {list(raw)}"
-            self.num_err += 1
-            return
-        try:
-            r = decode_key_response(raw)
-        except DecodeError:
-            self.messages[source] = f"Failed to decode key query response: {list(raw)}"
-            self.num_err += 1
-            return
-        if not r.result:
-            self.messages[source] = r.message
-            self.num_err += 1
-        elif r.message:
-            self.messages[source] = r.message
-        for k in r.keys or ():
-            self.keys[k] = self.keys.get(k, 0) + 1
-        self.primary_keys[r.primary_key] = self.primary_keys.get(r.primary_key, 0) + 1
-
-    @property
-    def complete(self) -> bool:
-        return self.num_resp >= self.num_nodes
-
-    def error(self) -> str | None:
-        """KeyManager's error for this outcome, or None on success."""
-        if self.num_err:
-            return f"{self.num_err}/{self.num_nodes} nodes reported failure"
-        if self.num_resp != self.num_nodes:
-            return f"{self.num_resp}/{self.num_nodes} nodes reported success"
-        return None
-
-
-# --- the engine ----------------------------------------------------------------------------
 
 
 @dataclass
@@ -412,7 +140,7 @@ class Queries:
                 return False
             try:
                 if f[0] == FILTER_NODE:
-                    names = _unpack(f[1:])
+                    names = unpack_any(f[1:], "node filter")
                     if not isinstance(names, list) or len(names) > MAX_FILTER_NAMES:
                         return False
                     if self.serf.name.encode() not in names and self.serf.name not in names:
@@ -674,12 +402,3 @@ class Queries:
                     matching += 1
             self.serf.conflict_resolved(t, matching, responses)
         self.start(now, INTERNAL_PREFIX + "conflict", self.serf.name.encode(), done=finished)
-
-
-def _unpack(body: bytes) -> object:
-    import msgpack
-
-    try:
-        return msgpack.unpackb(body, raw=True, strict_map_key=False)
-    except Exception as exc:
-        raise DecodeError(f"filter: bad msgpack: {exc}") from None

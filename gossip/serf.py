@@ -36,7 +36,8 @@ from gossip.config import Addr, Effect, GossipConfig
 from gossip.errors import DecodeError
 from gossip.lamport import LamportClock
 from gossip.membership import Delegate, Keyring, Member, Memberlist
-from gossip.queries import Queries, Query, decode_query, decode_query_response
+from gossip.queries import Queries
+from gossip.query_wire import Query, decode_query, decode_query_response
 from gossip.state import State
 
 log = logging.getLogger("rumor.gossip")

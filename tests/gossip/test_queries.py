@@ -10,19 +10,21 @@ import pytest
 from gossip import wire
 from gossip.crypto import Keyring
 from gossip.errors import DecodeError
-from gossip.queries import (
+from gossip.keyops import (
     BAD_KEY_SIZE,
     EMPTY_KEYRING,
     NO_KEYRING,
     NOT_IN_RING,
     REMOVE_PRIMARY,
-    ConflictMember,
     KeyResponse,
+    apply_key_op,
+)
+from gossip.queries import QueryResult
+from gossip.query_wire import (
+    ConflictMember,
     NodeKeyResponse,
     Query,
     QueryResponse,
-    QueryResult,
-    apply_key_op,
     decode_conflict_response,
     decode_key_request,
     decode_key_response,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from gossip import wire
 from gossip.crypto import Keyring
 from gossip.errors import DecodeError
-from gossip.queries import (
+from gossip.query_wire import (
     NodeKeyResponse,
     Query,
     QueryResponse,
