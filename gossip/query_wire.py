@@ -9,7 +9,9 @@
   PrimaryKey}``; ``_serf_conflict`` is answered ``[6] + Member`` (nil if unknown);
 * a relayed answer is ``[9] + msgpack relayHeader{DestAddr: UDPAddr{IP, Port, Zone},
   DestName} + the answer``;
-* every field is encoded in Go's declaration order; nil slices are msgpack nil.
+* a struct is a map whose keys are the Go field names **sorted by name** (what serf 0.9.4's
+  codec writes: checked against live bytes in tests/interop/test_serf_queries.py, and the
+  same order shows in tests/golden); nil slices are msgpack nil.
 
 Decoders raise :class:`~gossip.errors.DecodeError` and nothing else, range-checking every
 number (uint8/16/32/64 and int64 fields).
@@ -33,6 +35,15 @@ MAX_FILTERS = 64
 MAX_LIST_KEYS = 4096
 
 _INT64 = 1 << 63
+
+
+def _struct(fields: dict[str, Any]) -> dict[str, Any]:
+    """A Go struct as its codec writes it: fields sorted by name."""
+    return dict(sorted(fields.items()))
+
+
+def _pack_struct(fields: dict[str, Any]) -> bytes:
+    return wire.packb(_struct(fields))
 
 
 
@@ -61,7 +72,7 @@ class QueryResponse:
 
 
 def encode_query(q: Query) -> bytes:
-    return bytes([QUERY]) + wire.packb({
+    return bytes([QUERY]) + _pack_struct({
         "LTime": q.ltime, "ID": q.id, "Addr": q.addr, "Port": q.port,
         "SourceNode": q.source_node, "Filters": list(q.filters) or None, "Flags": q.flags,
         "RelayFactor": q.relay_factor, "Timeout": q.timeout_ns, "Name": q.name,
@@ -93,7 +104,7 @@ def decode_query(body: bytes) -> Query:
 
 
 def encode_query_response(r: QueryResponse) -> bytes:
-    return bytes([QUERY_RESPONSE]) + wire.packb({
+    return bytes([QUERY_RESPONSE]) + _pack_struct({
         "LTime": r.ltime, "ID": r.id, "From": r.source, "Flags": r.flags, "Payload": r.payload})
 
 
@@ -107,8 +118,8 @@ def decode_query_response(body: bytes) -> QueryResponse:
 
 def encode_relay(dest: tuple[str, int], dest_name: str, inner: bytes) -> bytes:
     """``[9] + msgpack relayHeader{DestAddr: UDPAddr{IP, Port, Zone}, DestName} + inner``."""
-    return bytes([RELAY]) + wire.packb({
-        "DestAddr": {"IP": wire.ip_to_bytes(dest[0]), "Port": dest[1], "Zone": ""},
+    return bytes([RELAY]) + _pack_struct({
+        "DestAddr": _struct({"IP": wire.ip_to_bytes(dest[0]), "Port": dest[1], "Zone": ""}),
         "DestName": dest_name}) + inner
 
 
@@ -154,7 +165,7 @@ class NodeKeyResponse:
 
 
 def encode_key_response(r: NodeKeyResponse) -> bytes:
-    return bytes([KEY_RESPONSE]) + wire.packb({
+    return bytes([KEY_RESPONSE]) + _pack_struct({
         "Result": r.result, "Message": r.message,
         "Keys": None if r.keys is None else list(r.keys), "PrimaryKey": r.primary_key})
 
@@ -188,7 +199,7 @@ def encode_conflict_response(m: ConflictMember | None) -> bytes:
     if m is None:
         return bytes([CONFLICT_RESPONSE]) + wire.packb(None)
     vsn = list(m.vsn[:6]) + [0] * (6 - len(m.vsn[:6]))
-    return bytes([CONFLICT_RESPONSE]) + wire.packb({
+    return bytes([CONFLICT_RESPONSE]) + _pack_struct({
         "Name": m.name, "Addr": wire.ip_to_bytes(m.addr), "Port": m.port, "Tags": dict(m.tags),
         "Status": m.status, "ProtocolMin": vsn[0], "ProtocolMax": vsn[1], "ProtocolCur": vsn[2],
         "DelegateMin": vsn[3], "DelegateMax": vsn[4], "DelegateCur": vsn[5]})
@@ -212,7 +223,7 @@ def encode_node_filter(names: Sequence[str]) -> bytes:
 
 
 def encode_tag_filter(tag: str, expr: str) -> bytes:
-    return bytes([FILTER_TAG]) + wire.packb({"Tag": tag, "Expr": expr})
+    return bytes([FILTER_TAG]) + _pack_struct({"Tag": tag, "Expr": expr})
 
 
 def unpack_any(body: bytes, what: str) -> object:

@@ -67,12 +67,12 @@ def test_key_request_bytes() -> None:
 
 def test_node_key_response_bytes() -> None:
     err = encode_key_response(NodeKeyResponse(False, NO_KEYRING))
-    assert err == (b"\x08\x84" + s("Result") + b"\xc2" + s("Message") + b"\xda\x00\x2d"
-                   + NO_KEYRING.encode() + s("Keys") + b"\xc0" + s("PrimaryKey") + b"\xa0")
+    assert err == (b"\x08\x84" + s("Keys") + b"\xc0" + s("Message") + b"\xda\x00\x2d"
+                   + NO_KEYRING.encode() + s("PrimaryKey") + b"\xa0" + s("Result") + b"\xc2")
     b1 = base64.b64encode(K1).decode()
     ok = encode_key_response(NodeKeyResponse(True, "", (b1,), b1))
-    assert ok == (b"\x08\x84" + s("Result") + b"\xc3" + s("Message") + b"\xa0" + s("Keys")
-                  + b"\x91" + s(b1) + s("PrimaryKey") + s(b1))
+    assert ok == (b"\x08\x84" + s("Keys") + b"\x91" + s(b1) + s("Message") + b"\xa0"
+                  + s("PrimaryKey") + s(b1) + s("Result") + b"\xc3")
     assert decode_key_response(ok) == NodeKeyResponse(True, "", (b1,), b1)
     with pytest.raises(DecodeError):
         decode_key_response(b"\x06\x80")
@@ -82,15 +82,16 @@ def test_query_and_response_bytes() -> None:
     q = Query(7, 0x1234, bytes([127, 0, 0, 1]), 7946, "n1", (), 1, 0, 3_200_000_000,
               "_serf_ping", b"")
     raw = encode_query(q)
-    assert raw == (b"\x04\x8b" + s("LTime") + b"\x07" + s("ID") + b"\xcd\x12\x34"
-                   + s("Addr") + b"\xa4\x7f\x00\x00\x01" + s("Port") + b"\xcd\x1f\x0a"
-                   + s("SourceNode") + s("n1") + s("Filters") + b"\xc0" + s("Flags") + b"\x01"
-                   + s("RelayFactor") + b"\x00" + s("Timeout") + b"\xce\xbe\xbc\x20\x00"
-                   + s("Name") + s("_serf_ping") + s("Payload") + b"\xa0")
+    # Go's codec writes struct fields sorted by name (see tests/interop/test_serf_queries.py)
+    assert raw == (b"\x04\x8b" + s("Addr") + b"\xa4\x7f\x00\x00\x01" + s("Filters") + b"\xc0"
+                   + s("Flags") + b"\x01" + s("ID") + b"\xcd\x12\x34" + s("LTime") + b"\x07"
+                   + s("Name") + s("_serf_ping") + s("Payload") + b"\xa0" + s("Port")
+                   + b"\xcd\x1f\x0a" + s("RelayFactor") + b"\x00" + s("SourceNode") + s("n1")
+                   + s("Timeout") + b"\xce\xbe\xbc\x20\x00")
     assert decode_query(raw[1:]) == q
     ack = encode_query_response(QueryResponse(7, 0x1234, "n2", 1, None))
-    assert ack == (b"\x05\x85" + s("LTime") + b"\x07" + s("ID") + b"\xcd\x12\x34" + s("From")
-                   + s("n2") + s("Flags") + b"\x01" + s("Payload") + b"\xc0")
+    assert ack == (b"\x05\x85" + s("Flags") + b"\x01" + s("From") + s("n2") + s("ID")
+                   + b"\xcd\x12\x34" + s("LTime") + b"\x07" + s("Payload") + b"\xc0")
     assert decode_query_response(ack[1:]) == QueryResponse(7, 0x1234, "n2", 1, None)
 
 
@@ -118,7 +119,8 @@ def test_conflict_response_bytes() -> None:
     assert decode_conflict_response(b"\x06\xc0") is None
     raw = encode_conflict_response(ConflictMember("n1", "10.0.0.2", 7946, {"role": "x"}, 1,
                                                   bytes([1, 5, 2, 2, 5, 4])))
-    assert raw.startswith(b"\x06\x8b" + s("Name") + s("n1") + s("Addr") + b"\xa4\x0a\x00\x00\x02")
+    assert raw.startswith(b"\x06\x8b" + s("Addr") + b"\xa4\x0a\x00\x00\x02" + s("DelegateCur")
+                          + b"\x04")
     m = decode_conflict_response(raw)
     assert m is not None and (m.name, m.addr, m.port, m.status) == ("n1", "10.0.0.2", 7946, 1)
 

@@ -3,6 +3,7 @@ no answer), honour node and tag filters, and forward relayed answers (``-relay-f
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -12,7 +13,17 @@ import trio
 
 from agent.agent import Agent
 from agent.config import AgentConfig
+from gossip.crypto import Keyring
 from gossip.node import GossipNode
+from gossip.query_wire import (
+    decode_key_response,
+    decode_query,
+    decode_query_response,
+    encode_key_request,
+    encode_key_response,
+    encode_query,
+    encode_query_response,
+)
 from tests.interop.serfagent import SERF, SerfAgent
 from tests.interop.test_serf_membership import eventually
 
@@ -81,3 +92,43 @@ async def test_name_conflict_with_serf_agents(net: str, agents: list[SerfAgent],
     won = re.search(r"majority in name conflict resolution \[(\d+) / (\d+)\]", agents[1].log())
     assert won is not None and int(won.group(2)) >= 2  # serf1 and rumor1 answered
     assert agents[0].members()["serf2"][0] == f"{net}.2:7946"
+
+
+async def test_codec_reproduces_serfs_bytes(net: str, agents: list[SerfAgent],
+                                            nursery: trio.Nursery) -> None:
+    """Live golden bytes: the query serf sends for ``serf keys -list`` and the answers serf
+    sends to a rumor-originated key query re-encode to exactly the bytes Go produced."""
+    key = base64.b64encode(b"g" * 32).decode()
+    agents.append(SerfAgent("serf1", f"{net}.1", encrypt=key))
+    node = GossipNode("rumor1", (f"{net}.10", 7946), keyring=Keyring([b"g" * 32]))
+    seen: list[bytes] = []
+    await nursery.start(node.run)
+    core = node.serf
+    original = core.notify_msg
+
+    def record(now: float, msg: bytes) -> None:
+        seen.append(msg)
+        original(now, msg)
+    core.notify_msg = record  # type: ignore[method-assign]
+    assert await node.join([(f"{net}.1", 7946)]) == 1
+    await eventually(lambda: len(agents[0].members()) == 2, 10, "2 members")
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([SERF or "serf", "keys", f"-rpc-addr={agents[0].rpc}", "-list"],
+                              capture_output=True, text=True, timeout=30)
+    with trio.fail_after(30):
+        assert (await trio.to_thread.run_sync(run)).returncode == 0
+        resp = await node.key_operation("list")
+    assert resp.error() is None and resp.keys == {key: 2}
+    queries = [m for m in seen if m[0] == 4]
+    answers = [m for m in seen if m[0] == 5]
+    assert queries and answers
+    for raw in queries:
+        q = decode_query(raw[1:])
+        assert q.name == "_serf_list-keys" and q.payload == encode_key_request(b"")
+        assert encode_query(q) == raw
+    for raw in answers:
+        r = decode_query_response(raw[1:])
+        assert encode_query_response(r) == raw
+        assert r.payload is not None
+        assert encode_key_response(decode_key_response(r.payload)) == r.payload
