@@ -4,7 +4,9 @@ Every operation is a Serf key query answered by every member (rumor agents and s
 alike).  Shapes and texts follow Consul (agent/operator_endpoint.go): GET answers a list
 with one LAN pool; POST installs, PUT makes primary, DELETE removes the key in the body
 ``{"Key": "<base64>"}``; an operation some member failed or did not answer is a 500 whose
-text lists each member's message.  A malformed body or key is a 400 and nothing is sent.
+text lists each member's message.  A malformed body or key is a 400 and nothing is sent, and
+so is removing this agent's primary key or making primary a key it lacks (Consul sends those
+and lets every member fail; refusing up front keeps half the cluster from changing).
 Each handler is a plain ``(agent, request)`` coroutine, so an ACL check can wrap it.
 """
 
@@ -67,6 +69,14 @@ async def list_keys(agent: Agent, req: Request) -> Response:
 async def _change(agent: Agent, req: Request, op: str) -> Response:
     relay = _check_params(req)
     key = _key(req)
+    local = agent.node.keyring_keys()
+    # refuse here what would fail on this agent, so no member changes half a rotation
+    if local and op == "remove" and key == local[0]:
+        raise HTTPError(400, "Removing the primary key is not allowed: make another key "
+                             "primary first (PUT /v1/operator/keyring)")
+    if local and op == "use" and key not in local:
+        raise HTTPError(400, "Requested key is not in the keyring: install it first "
+                             "(POST /v1/operator/keyring)")
     resp = await agent.keyring_operation(op, key, relay_factor=relay)
     err = keyring_error_text(resp, agent.config.datacenter)
     if err is not None:
