@@ -223,6 +223,7 @@ class Serf(Delegate):
         self.query_clock = LamportClock(1)
         self.event_min_time = 0
         self.query_min_time = 0  # queries older than a restored snapshot are not replayed
+        self._conflicts_logged: set[tuple[str, Addr]] = set()
         self.intents = BroadcastQueue((gossip or GossipConfig()).retransmit_mult)
         self.event_queue = BroadcastQueue((gossip or GossipConfig()).retransmit_mult)
         self.query_queue = BroadcastQueue((gossip or GossipConfig()).retransmit_mult)
@@ -687,8 +688,11 @@ class Serf(Delegate):
     def notify_conflict(self, now: float, existing: Member, other: Addr) -> None:
         """memberlist saw an alive for ``existing.name`` from another address."""
         if existing.name != self.name:
-            log.warning("serf: Name conflict for '%s' both %s:%d and %s:%d are claiming",
-                        existing.name, existing.addr, existing.port, other[0], other[1])
+            pair = (existing.name, other)
+            if pair not in self._conflicts_logged and len(self._conflicts_logged) < 1024:
+                self._conflicts_logged.add(pair)  # once per pair: gossip repeats alives
+                log.warning("serf: Name conflict for '%s' both %s:%d and %s:%d are claiming",
+                            existing.name, existing.addr, existing.port, other[0], other[1])
             return
         log.error("serf: Node name conflicts with another node at %s:%d. Names must be "
                   "unique! (Resolution enabled: true)", other[0], other[1])
