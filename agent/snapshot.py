@@ -44,7 +44,7 @@ MAX_LINE = 4096
 MAX_NAME = 1024
 MAX_MEMBERS = 100_000
 MAX_WARNINGS = 10
-UINT64_MAX = (1 << 64) - 1
+MAX_CLOCK = (1 << 63) - 1  # Lamport times are uint64 on the wire: leave room to advance
 
 
 @dataclass
@@ -76,8 +76,8 @@ def format_addr(ip: str, port: int) -> str:
 
 
 def _clock(text: str) -> int:
-    if not text.isdigit() or len(text) > 20 or int(text) > UINT64_MAX:
-        raise ValueError(f"clock value {text[:40]!r} is not a uint64")
+    if not text.isdigit() or len(text) > 20 or int(text) > MAX_CLOCK:
+        raise ValueError(f"clock value {text[:40]!r} is not an integer 0..{MAX_CLOCK}")
     return int(text)
 
 

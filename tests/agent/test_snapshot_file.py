@@ -57,8 +57,10 @@ def test_bad_lines_are_skipped_with_file_and_line(tmp_path: Path, line: str,
     assert any(str(path) in r.message and "line 3" in r.message for r in caplog.records)
 
 
-def test_biggest_clock_is_accepted(tmp_path: Path) -> None:
-    assert replay(write(tmp_path, "clock: 18446744073709551615\n")).clocks.member == 2**64 - 1
+def test_clock_range_leaves_room_to_advance(tmp_path: Path) -> None:
+    assert replay(write(tmp_path, "clock: 9223372036854775807\n")).clocks.member == 2**63 - 1
+    assert replay(write(tmp_path, "clock: 9223372036854775808\n")).clocks.member == 0
+    assert replay(write(tmp_path, "clock: 18446744073709551615\n")).clocks.member == 0
 
 
 def test_torn_last_line_binary_and_unreadable_files(tmp_path: Path,
