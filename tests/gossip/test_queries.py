@@ -291,3 +291,18 @@ def test_query_filters_decide_who_acks() -> None:
     assert acks(filter_nodes=["n1", "n3"]) == ["n1", "n3"]
     assert acks(filter_tags={"role": "^d"}) == ["n2"]
     assert acks(filter_tags={"role": "("}) == []  # does not compile: matches nothing
+
+
+def test_restored_query_clock_ignores_replayed_old_queries() -> None:
+    """After a restart the snapshot's query clock keeps an old install-key from re-applying."""
+    c = encrypted_cluster(2)
+    n1 = c.by_name["n1"]
+    old = encode_query(Query(5, 77, bytes([10, 0, 0, 1]), 7946, "n0", (), 0, 0, 10**9,
+                             "_serf_install-key", encode_key_request(K2)))
+    n1.query_min_time = 6  # what GossipNode.restore_clocks sets from a snapshot at 5
+    n1.notify_msg(c.sim.now, b"\x04" + old[1:])
+    assert n1.ml.keyring.keys == (K1,)  # type: ignore[union-attr]
+    assert n1.queries.metrics.queries_answered == 0
+    n1.query_min_time = 0
+    n1.notify_msg(c.sim.now, old)
+    assert n1.ml.keyring.keys == (K1, K2)  # type: ignore[union-attr]
