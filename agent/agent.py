@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -31,15 +32,19 @@ from agent.events import (
     make_event,
     serf_event_name,
 )
-from agent.filters import should_process
+from agent.filters import FilterError, compile_filter, should_process
+from agent.keyring import KEYRING_FILE, startup_keys, write_keyring_file
+from agent.snapshot import FLUSH_INTERVAL, SNAPSHOT_FILE, Snapshotter, replay
 from gossip.config import Addr, GossipConfig
 from gossip.crypto import Keyring
+from gossip.keyops import KeyResponse
 from gossip.node import GossipNode
 from gossip.serf import (
     USER_EVENT_SIZE_HARD_LIMIT,
     Delivery,
     MemberEvent,
     MemberStatus,
+    NameConflict,
     SerfConfig,
     SerfError,
 )
@@ -151,6 +156,14 @@ def default_advertise(bind: str) -> str:
     return "127.0.0.1"
 
 
+def _go_regexp_search(expr: str, value: str) -> bool:
+    """A query's tag filter, matched with the same Go-regexp rules as event filters."""
+    try:
+        return compile_filter(expr).search(value) is not None
+    except FilterError:
+        return False
+
+
 class Agent:
     def __init__(self, config: AgentConfig, *, gossip: GossipConfig | None = None) -> None:
         self.config = config
@@ -165,10 +178,8 @@ class Agent:
         # offered to peers after a restart like the stored ones; never listed
         self.outbox = EventStore(config.event_buffer, data / "outbox.jsonl" if data else None)
         self.catalog = Catalog(data / "services.json" if data else None)
-        keyring = None
-        key = config.encrypt_key()
-        if key is not None:
-            keyring = Keyring([key])
+        keys = startup_keys(data, config.encrypt_key())  # KeyringFileError stops the start
+        keyring = Keyring(keys) if keys else None
         self.tags = {"role": "node", "dc": config.datacenter, "build": VERSION,
                      **config.node_meta}
         bind = (config.bind_addr, config.serf_lan_port)
@@ -182,6 +193,19 @@ class Agent:
         self.acls = config.acls()
         self.reloader: Callable[[], AgentConfig] | None = None  # re-reads flags, files, env
         self.reload_hooks: list[ReloadHook] = []
+        if data is not None and keyring is not None:
+            path = data / KEYRING_FILE
+            self.node.keyring_saver = lambda ks: write_keyring_file(path, ks)
+        self.node.tag_matcher = _go_regexp_search
+        self._key_lock = trio.Lock()  # one cluster key operation at a time (Serf KeyManager)
+        self.snapshot: Snapshotter | None = None
+        self.previous_members: dict[str, str] = {}  # from the snapshot: name -> "ip:port"
+        if data is not None:
+            prev = replay(data / SNAPSHOT_FILE, config.rejoin_after_leave)
+            self.node.restore_clocks(prev.clocks)
+            self.previous_members = {n: a for n, a in prev.members.items()
+                                     if n != self.node_name}
+            self.snapshot = Snapshotter(data / SNAPSHOT_FILE, prev)
         self.leaving = False
         self.shutdown = trio.Event()
         self.fatal: str | None = None  # why the agent stopped itself (exit status 1)
@@ -211,6 +235,11 @@ class Agent:
             gossip_form(ev) for store in (self.store, self.outbox) for ev in store)
         if offered:
             log.info("agent: offering %d stored events to peers", offered)
+        if self.snapshot is not None:
+            nursery.start_soon(self._snapshot_loop)
+            if self.previous_members and not self.config.start_join and \
+                    not self.config.retry_join:
+                nursery.start_soon(self.rejoin)
 
     async def persist(self, ev: UserEvent) -> None:
         """Return once ``ev`` (just fired) is durable in the data dir; FireError otherwise."""
@@ -223,6 +252,35 @@ class Agent:
         if self.store.persist_errors + self.outbox.persist_errors != errors:
             raise FireError(500, f"event {ev.id} was sent but could not be written to the "
                                  "data dir (see the agent's log)")
+
+    async def _snapshot_loop(self) -> None:
+        assert self.snapshot is not None
+        while True:
+            await trio.sleep(FLUSH_INTERVAL)
+            self.snapshot.update_clocks(self.node.clocks())
+            self.snapshot.flush()
+
+    async def rejoin(self) -> None:
+        """Serf's rejoin: try the snapshot's members one at a time, in random order."""
+        known = list(self.previous_members.items())
+        random.shuffle(known)
+        for name, addr in known:
+            log.info("agent: attempting re-join to previously known node %s (%s)", name, addr)
+            try:
+                await self.join([addr])
+            except JoinError:
+                continue
+            log.info("agent: re-joined via previously known node %s (%s)", name, addr)
+            return
+        log.warning("agent: failed to re-join any previously known node")
+
+    def close(self) -> None:
+        """Flush and close what must survive a restart (event store, outbox, snapshot)."""
+        self.store.close()
+        self.outbox.close()
+        if self.snapshot is not None and self.node.core is not None:
+            self.snapshot.update_clocks(self.node.clocks())
+            self.snapshot.flush()
 
     async def join(self, addresses: list[str], *, ignore_old: bool = False) -> int:
         """Join via each address; JoinError if none answered.
@@ -269,6 +327,8 @@ class Agent:
             return
         self.leaving = True
         log.info("agent: graceful leave")
+        if self.snapshot is not None:
+            self.snapshot.leave(self.node.clocks())
         # memberlist's Leave waits for the broadcast only if anyone is alive to hear it;
         # alone, the departure can never be gossiped, so waiting would just time out
         peers = any(m.status is MemberStatus.ALIVE and m.name != self.node_name
@@ -332,11 +392,6 @@ class Agent:
             self.outbox.add(dataclasses.replace(ev, ltime=ltime))
         return ev
 
-    def close(self) -> None:
-        """Close the data-dir files (the agent is stopping)."""
-        self.store.close()
-        self.outbox.close()
-
     def _on_delivery(self, d: Delivery) -> None:
         if isinstance(d, SerfUserEvent):
             self.metrics.events_received += 1
@@ -360,6 +415,26 @@ class Agent:
         elif isinstance(d, MemberEvent):
             log.info("serf: member %s: %s %s:%d", d.kind, d.member.name, d.member.addr,
                      d.member.port)
+            if self.snapshot is not None:
+                if d.kind == "join":
+                    self.snapshot.alive(d.member.name, d.member.addr, d.member.port)
+                elif d.kind in ("leave", "failed"):
+                    self.snapshot.not_alive(d.member.name)
+        elif isinstance(d, NameConflict):  # Serf shuts down; the serf agent then quits
+            self.fatal = (f"node name {self.node_name!r} is taken by another node "
+                          f"(name conflict resolution: {d.matching} of {d.responses} "
+                          "answers side with us)")
+            log.error("agent: %s", self.fatal)
+            self.shutdown.set()
+
+    # --- keyring -----------------------------------------------------------------------------
+
+    async def keyring_operation(self, op: str, key: bytes = b"",
+                                relay_factor: int = 0) -> KeyResponse:
+        """Install, use, remove or list gossip keys on every member (Serf's KeyManager)."""
+        async with self._key_lock:
+            log.info("agent: initiating key %s", op)
+            return await self.node.key_operation(op, key, relay_factor=relay_factor)
 
     # --- views -------------------------------------------------------------------------------
 
@@ -387,7 +462,7 @@ class Agent:
                       "events": {"stored": str(len(self.store)),
                                  "index": str(self.store.index())}},
             "DebugConfig": {"EventSizeLimit": cfg.event_size_limit,
-                            "Encrypt": cfg.encrypt is not None,
+                            "Encrypt": self.node.keyring is not None,
                             "ClientAddr": cfg.client_addr, "HTTPPort": cfg.http_port,
                             "HTTPSPort": cfg.https_port, "ACLsEnabled": cfg.acl_enabled,
                             "SerfLANPort": self.node.port},

@@ -337,6 +337,69 @@ def cmd_tls(f: ParsedFlags, env: Env) -> int:
     return run_tls_command(f.args)
 
 
+def _keyring_pool(resp: Mapping[str, Any], keys: Any) -> str:
+    """Consul's ``formatResponse``: the pool, member messages, then each key's count."""
+    pool = "WAN" if resp.get("WAN") else f"{resp.get('Datacenter', '')} (LAN)"
+    if resp.get("Segment"):
+        pool += f" [{resp['Segment']}]"
+    lines = ["", pool + ":"]
+    messages = resp.get("Messages")
+    for node, msg in (messages.items() if isinstance(messages, dict) else ()):
+        lines.append(f"  ===> {node}: {msg}")
+    for key, num in (keys.items() if isinstance(keys, dict) else ()):
+        lines.append(f"  {key} [{num}/{resp.get('NumNodes', 0)}]")
+    return "\n".join(lines)
+
+
+def cmd_keyring(f: ParsedFlags, env: Env) -> int:
+    actions = [name for name in ("list", "list-primary") if f.get_bool(name)]
+    actions += [name for name in ("install", "use", "remove") if f.get_str(name)]
+    if f.args:
+        raise FlagError("Too many command line arguments.")
+    if not actions:
+        _err(_help("keyring"))
+        return 1
+    if len(actions) > 1:
+        _err("Only a single action is allowed")
+        return 1
+    relay = f.get_str("relay-factor") or "0"
+    if not relay.isdigit() or int(relay) > 5:
+        _err("Error parsing relay factor: Relay factor must be in range: [0, 5]")
+        return 1
+    params: list[tuple[str, str | None]] = [("relay-factor", relay if relay != "0" else None)]
+    action = actions[0]
+    client = _client(f, env, timeout=60.0)
+    if action in ("list", "list-primary"):
+        print("==> Gathering installed " + ("primary " if action == "list-primary" else "")
+              + "encryption keys...", flush=True)
+        if f.get_bool("local-only"):
+            params.append(("local-only", "true"))
+        resp = client.get("/v1/operator/keyring", params)
+        data = _json(resp) if resp.status == 200 else None
+        if not isinstance(data, list):
+            _err(f"error: Unexpected response code: {_status(resp)}")
+            return 1
+        for pool in data:
+            if isinstance(pool, dict):
+                print(_keyring_pool(pool, pool.get("Keys" if action == "list"
+                                                   else "PrimaryKeys")))
+        return 0
+    if f.get_bool("local-only"):
+        _err("Error validating local-only: local-only can only be set for list requests")
+        return 1
+    method, text = {"install": ("POST", "Installing new gossip encryption key..."),
+                    "use": ("PUT", "Changing primary gossip encryption key..."),
+                    "remove": ("DELETE", "Removing gossip encryption key...")}[action]
+    print("==> " + text, flush=True)
+    body = json.dumps({"Key": f.get_str(action)}).encode()
+    resp = client.request(method, "/v1/operator/keyring", params, body,
+                          {"Content-Type": "application/json"})
+    if resp.status != 200:
+        _err(f"error: Unexpected response code: {_status(resp)}")
+        return 1
+    return 0
+
+
 def cmd_keygen(f: ParsedFlags, env: Env) -> int:
     print(base64.b64encode(os.urandom(32)).decode())
     return 0
@@ -408,6 +471,20 @@ COMMANDS: dict[str, Command] = {
     "join": Command("Tell the rumor agent to join a cluster",
                     "rumor join [options] address ...", HTTP_FLAGS, cmd_join),
     "keygen": Command("Generates a new encryption key", "rumor keygen", (), cmd_keygen),
+    "keyring": Command("Manages gossip layer encryption keys", "rumor keyring [options]\n\n"
+                       "  Installs, uses, removes or lists the gossip encryption keys of every "
+                       "member\n  (rumor and serf agents alike). Exits 0 if all members "
+                       "replied without error.",
+                       (_s("install", "Install a new encryption key on every member.", "KEY"),
+                        _s("use", "Make an installed key the primary key.", "KEY"),
+                        _s("remove", "Remove a key (not the primary) from every member.",
+                           "KEY"),
+                        _b("list", "List the keys in use in the cluster."),
+                        _b("list-primary", "List the primary keys in use in the cluster."),
+                        _s("relay-factor", "Members relay their answers through this many others "
+                           "(0-5).", "N"),
+                        _b("local-only", "Accepted for Consul compatibility (list only)."),
+                        *HTTP_FLAGS), cmd_keyring),
     "leave": Command("Gracefully leaves the cluster and shuts down", "rumor leave [options]",
                      HTTP_FLAGS, cmd_leave),
     "members": Command("Lists the members of the cluster", "rumor members [options]",

@@ -82,6 +82,7 @@ class AgentConfig:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_verify_incoming: bool = False
+    rejoin_after_leave: bool = False
 
     def encrypt_key(self) -> bytes | None:
         """The decoded gossip key, or None when encryption is off."""
@@ -256,6 +257,8 @@ _FIELDS: tuple[_Field, ...] = (
     _Field("tls_key_file", "str", "tls.defaults.key_file", None, "Agent private key (PEM)."),
     _Field("tls_verify_incoming", "bool", "tls.defaults.verify_incoming", None,
            "Require HTTPS clients to present a certificate signed by the CA."),
+    _Field("rejoin_after_leave", "bool", "rejoin_after_leave", "rejoin",
+           "Rejoin the members in the data dir's snapshot even after a graceful leave."),
 )
 _BY_NAME = {f.name: f for f in _FIELDS}
 _BY_FILE_KEY = {f.file_key: f for f in _FIELDS if f.file_key}

@@ -20,6 +20,7 @@ from agent.config import AgentConfig
 from agent.datadir import DataFileError
 from agent.hardening import plaintext_gossip_warning, raise_open_file_limit
 from agent.http.server import Limits, serve_http
+from agent.keyring import KeyringFileError
 from agent.logs import set_console_level, setup_logging
 from agent.tls import server_context
 from gossip.transport import BindError
@@ -74,6 +75,8 @@ async def _main(config: AgentConfig, hub: object,
         agent = Agent(config)
     except DataFileError as exc:
         return _fatal(str(exc))
+    except KeyringFileError as exc:
+        return _fatal(str(exc))
     agent.reloader = reloader
     agent.reload_hooks.append(lambda new: partial(set_console_level, new.log_level))
     async with trio.open_nursery() as nursery:
@@ -105,7 +108,7 @@ async def _main(config: AgentConfig, hub: object,
               f"      Datacenter: {config.datacenter}\n"
               f"     Client addr: {', '.join(addrs)}\n"
               f"    Cluster addr: {adv.addr}:{adv.port} (LAN: {config.serf_lan_port})\n"
-              f"       Encrypted: {config.encrypt is not None}\n"
+              f"       Encrypted: {agent.node.keyring is not None}\n"
               f"            ACLs: {config.acl_enabled}\n", file=sys.stderr, flush=True)
         warning = plaintext_gossip_warning(config.bind_addr, adv.addr,
                                            agent.node.keyring is not None)

@@ -97,6 +97,9 @@ class Delegate:
     def notify_update(self, now: float, m: Member) -> None:
         pass
 
+    def notify_conflict(self, now: float, existing: Member, other: Addr) -> None:
+        """An alive for ``existing.name`` came from another address (memberlist Conflict)."""
+
 
 @dataclass(slots=True)
 class _Probe:
@@ -491,7 +494,12 @@ class Memberlist:
         if len(a.meta) > META_MAX_SIZE:
             return
         if m is self.local:
-            if a.incarnation < self.local.incarnation or self.leaving:
+            if self.leaving:
+                return
+            if (m.addr, m.port) != (addr_text, a.port):
+                self.delegate.notify_conflict(now, m, (addr_text, a.port))
+                return
+            if a.incarnation < self.local.incarnation:
                 return
             if a.incarnation == self.local.incarnation and a.meta == self.local.meta and \
                     a.vsn == self.local.vsn:
@@ -515,6 +523,7 @@ class Memberlist:
             if m.state is not State.LEFT:
                 self.metrics.extra["address_conflicts"] = \
                     self.metrics.extra.get("address_conflicts", 0) + 1
+                self.delegate.notify_conflict(now, m, (addr_text, a.port))
                 return
             updates_addr = True
         outcome = decide(m.state, m.incarnation, Kind.ALIVE, a.incarnation)

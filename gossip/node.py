@@ -11,18 +11,28 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import trio
 
 from gossip.config import Addr, GossipConfig, SendPacket, StreamRequest
 from gossip.errors import DecodeError
+from gossip.keyops import KeyResponse
 from gossip.membership import Keyring
+from gossip.queries import QueryResult
 from gossip.serf import Delivery, Serf, SerfConfig, SerfMember
 from gossip.transport import UdpTransport, exchange, open_tcp_listener, read_message, serve_tcp
 
 log = logging.getLogger("rumor.gossip")
+
+
+class Clocks(NamedTuple):
+    """The last Lamport times seen (member, user event, query), as Serf's snapshot keeps."""
+
+    member: int
+    event: int
+    query: int
 
 
 class GossipNode:
@@ -47,6 +57,10 @@ class GossipNode:
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.stream_errors = 0
+        self.keyring_saver: Callable[[Sequence[bytes]], None] | None = None
+        # Go-regexp matcher for query tag filters (expr, value) -> matched; None: Python re
+        self.tag_matcher: Callable[[str, str], bool] | None = None
+        self._restore: Clocks | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -64,6 +78,11 @@ class GossipNode:
             adv = (adv[0], port)
         self.core = Serf(self.name, adv, rng=self.rng, now=trio.current_time(), tags=self.tags,
                          gossip=self.gcfg, config=self.scfg, keyring=self.keyring)
+        self.core.queries.keyring_saver = self.keyring_saver
+        if self.tag_matcher is not None:
+            self.core.queries.tag_matcher = self.tag_matcher
+        if self._restore is not None:
+            self.restore_clocks(self._restore)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -132,6 +151,58 @@ class GossipNode:
 
     def members(self) -> list[SerfMember]:
         return self.serf.member_list()
+
+    # --- queries, keyring, clocks ---------------------------------------------------------
+
+    async def query(self, name: str, payload: bytes, *, timeout: float | None = None,
+                    request_ack: bool = False, filter_nodes: Sequence[str] = (),
+                    filter_tags: Mapping[str, str] | None = None,
+                    relay_factor: int = 0) -> QueryResult:
+        """Run a Serf query and wait for its deadline; ValueError if it is too big."""
+        done = trio.Event()
+        res = self.serf.queries.start(trio.current_time(), name, payload, timeout=timeout,
+                                      request_ack=request_ack, filter_nodes=filter_nodes,
+                                      filter_tags=filter_tags, relay_factor=relay_factor,
+                                      done=lambda now, r: done.set())
+        self._flush()
+        await done.wait()
+        return res
+
+    async def key_operation(self, op: str, key: bytes = b"", timeout: float | None = None,
+                            relay_factor: int = 0) -> KeyResponse:
+        """Serf's KeyManager: ``op`` is install, use, remove or list; every member answers.
+
+        Returns once all members answered or the query timed out; ``KeyResponse.error()``
+        says whether it succeeded everywhere."""
+        done = trio.Event()
+        agg = self.serf.queries.start_key_op(trio.current_time(), op, key, timeout=timeout,
+                                             relay_factor=relay_factor,
+                                             done=lambda now, r: done.set())
+        self._flush()
+        await done.wait()
+        return agg
+
+    def keyring_keys(self) -> tuple[bytes, ...]:
+        """This node's gossip keys, primary first (empty when encryption is off)."""
+        ring = self.serf.queries.keyring
+        return ring.keys if ring is not None else ()
+
+    def clocks(self) -> Clocks:
+        s = self.serf
+        return Clocks(s.clock.time() - 1, s.event_clock.time() - 1, s.query_clock.time() - 1)
+
+    def restore_clocks(self, clocks: Clocks) -> None:
+        """Never let the clocks go back past a snapshot; older queries are not replayed.
+
+        May be called before ``run`` (applied when the core starts)."""
+        if self.core is None:
+            self._restore = clocks
+            return
+        s = self.core
+        s.clock.witness(clocks.member)
+        s.event_clock.witness(clocks.event)
+        s.query_clock.witness(clocks.query)
+        s.query_min_time = max(s.query_min_time, clocks.query + 1)
 
     # --- internals ----------------------------------------------------------------------------
 

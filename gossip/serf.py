@@ -19,6 +19,7 @@ reconnect), with rumor's improvements, each documented where it is made:
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import random
 from collections.abc import Iterable, Mapping
@@ -35,7 +36,11 @@ from gossip.config import Addr, Effect, GossipConfig
 from gossip.errors import DecodeError
 from gossip.lamport import LamportClock
 from gossip.membership import Delegate, Keyring, Member, Memberlist
+from gossip.queries import Queries
+from gossip.query_wire import Query, decode_query, decode_query_response
 from gossip.state import State
+
+log = logging.getLogger("rumor.gossip")
 
 USER_EVENT_SIZE_HARD_LIMIT = 9 * 1024
 RECONNECT_FANOUT = 3  # expected reconnect attempts per failed member per interval
@@ -112,7 +117,15 @@ class MemberEvent:
     member: SerfMember
 
 
-Delivery = UserEvent | MemberEvent
+@dataclass(frozen=True)
+class NameConflict:
+    """Another node claims our name and the cluster sided with it: Serf shuts down."""
+
+    matching: int
+    responses: int
+
+
+Delivery = UserEvent | MemberEvent | NameConflict
 
 
 def encode_tags(tags: Mapping[str, str]) -> bytes:
@@ -209,6 +222,8 @@ class Serf(Delegate):
         self.event_clock = LamportClock(1)
         self.query_clock = LamportClock(1)
         self.event_min_time = 0
+        self.query_min_time = 0  # queries older than a restored snapshot are not replayed
+        self._conflicts_logged: set[tuple[str, Addr]] = set()
         self.intents = BroadcastQueue((gossip or GossipConfig()).retransmit_mult)
         self.event_queue = BroadcastQueue((gossip or GossipConfig()).retransmit_mult)
         self.query_queue = BroadcastQueue((gossip or GossipConfig()).retransmit_mult)
@@ -233,6 +248,7 @@ class Serf(Delegate):
             self.coalescer = Coalescer(self.cfg.coalesce_period, self.cfg.quiescent_period)
         self.ml = Memberlist(self.gcfg, name, addr, rng=rng, now=now, delegate=self,
                              keyring=keyring)
+        self.queries = Queries(self)
         self.notify_join(now, self.ml.local)  # memberlist announces the local node too
 
     # --- sans-IO surface (same as Memberlist's, so shells and the simulator drive either) ---
@@ -255,11 +271,12 @@ class Serf(Delegate):
 
     def next_deadline(self) -> float:
         return min(self.ml.next_deadline(), self._next_reap, self._next_reconnect,
-                   self._next_queue_check,
+                   self._next_queue_check, self.queries.deadline(),
                    self.coalescer.deadline() if self.coalescer is not None else math.inf)
 
     def tick(self, now: float) -> None:
         self.ml.tick(now)
+        self.queries.expire(now)
         if self.coalescer is not None:
             self._out.extend(self.coalescer.flush_due(now))
         if now >= self._next_reap:
@@ -426,7 +443,9 @@ class Serf(Delegate):
         elif t == SerfMsg.QUERY:
             self._handle_query(now, msg)
         elif t == SerfMsg.QUERY_RESPONSE:
-            pass  # we issue no queries of our own
+            self.queries.on_response(now, decode_query_response(msg[1:]))
+        elif t == 9:  # messageRelayType: a query answer to forward
+            self.queries.on_relay(msg)
         else:
             raise DecodeError(f"unknown serf message type {t}")
 
@@ -658,15 +677,18 @@ class Serf(Delegate):
             for lt in [lt for lt in self._events if lt < floor]:
                 del self._events[lt]
 
-    # --- queries (relayed and acknowledged; rumor issues none) -------------------------
+    # --- queries (gossip.queries answers and originates them) -------------------------
 
     def _handle_query(self, now: float, msg: bytes) -> None:
-        w = "query"
-        m = _decode(msg[1:], w)
-        ltime = wire.f_int(m, b"LTime", w)
-        qid = wire.f_int(m, b"ID", w, bits=32)
+        self.handle_own_query(now, msg, decode_query(msg[1:]), own=False)
+
+    def handle_own_query(self, now: float, msg: bytes, q: Query, own: bool = True) -> None:
+        """serf ``handleQuery``: witness, dedup by (LTime, ID), rebroadcast, then answer."""
+        ltime, qid = q.ltime, q.id
         self.query_clock.witness(ltime)
-        self.metrics.queries_received += 1
+        self.metrics.queries_received += not own
+        if ltime < self.query_min_time:
+            return
         cur = self.query_clock.time()
         if cur > self.cfg.query_buffer and ltime < cur - self.cfg.query_buffer:
             return
@@ -677,18 +699,32 @@ class Serf(Delegate):
         if len(self._queries) > self.cfg.query_buffer:
             for lt in sorted(self._queries)[:len(self._queries) - self.cfg.query_buffer]:
                 del self._queries[lt]
-        flags = wire.f_int(m, b"Flags", w, bits=32)
-        if not flags & 2:  # queryFlagNoBroadcast
+        if not q.flags & 2:  # queryFlagNoBroadcast
             self.query_queue.queue(msg)
-        if flags & 1:  # queryFlagAck: acknowledge receipt straight to the asker
-            try:
-                dst = (wire.ip_from_bytes(wire.f_bytes(m, b"Addr", w)),
-                       wire.f_int(m, b"Port", w, bits=16))
-            except DecodeError:
-                return
-            ack = _encode(SerfMsg.QUERY_RESPONSE, {"LTime": ltime, "ID": qid, "From": self.name,
-                                                   "Flags": 1, "Payload": None})
-            self.ml.send_user_packet(dst, ack)
+            self.ml.gossip_soon()
+        self.queries.on_query(now, q)
+
+    def notify_conflict(self, now: float, existing: Member, other: Addr) -> None:
+        """memberlist saw an alive for ``existing.name`` from another address."""
+        if existing.name != self.name:
+            pair = (existing.name, other)
+            if pair not in self._conflicts_logged and len(self._conflicts_logged) < 1024:
+                self._conflicts_logged.add(pair)  # once per pair: gossip repeats alives
+                log.warning("serf: Name conflict for '%s' both %s:%d and %s:%d are claiming",
+                            existing.name, existing.addr, existing.port, other[0], other[1])
+            return
+        log.error("serf: Node name conflicts with another node at %s:%d. Names must be "
+                  "unique! (Resolution enabled: true)", other[0], other[1])
+        self.queries.resolve_conflict(now)
+
+    def conflict_resolved(self, now: float, matching: int, responses: int) -> None:
+        if matching >= responses // 2 + 1:
+            log.info("serf: majority in name conflict resolution [%d / %d]", matching,
+                     responses)
+            return
+        log.warning("serf: minority in name conflict resolution, quiting [%d / %d]",
+                    matching, responses)
+        self._out.append(NameConflict(matching, responses))
 
     # --- maintenance -------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from agent.acl import ACLNotFound, PermissionDenied
 from agent.agent import Agent
 from agent.api import agent as agent_api
 from agent.api import event as event_api
+from agent.api import operator as operator_api
 from agent.http.routing import Router
 from agent.http.types import HTTPError, Request
 from agent.logs import MonitorHub
@@ -44,6 +45,10 @@ def build_router(agent: Agent, hub: MonitorHub | None = None) -> Router:
         ("PUT", "/v1/agent/service/deregister/{id...}", agent_api.deregister_service),
         ("GET", "/v1/agent/metrics", agent_api.metrics),
         ("PUT", "/v1/agent/reload", agent_api.reload),
+        ("GET", "/v1/operator/keyring", operator_api.list_keys),
+        ("POST", "/v1/operator/keyring", operator_api.install_key),
+        ("PUT", "/v1/operator/keyring", operator_api.use_key),
+        ("DELETE", "/v1/operator/keyring", operator_api.remove_key),
     ]
     if hub is not None:
         routes.append(("GET", "/v1/agent/monitor", agent_api.monitor(hub)))

@@ -130,6 +130,8 @@ def metric_values(agent: Agent) -> tuple[dict[str, float], dict[str, float]]:
         "rumor_broadcast_queue_depth": len(node.serf.ml.queue) + len(node.serf.event_queue)
         + len(node.serf.intents),
         "rumor_event_clock": node.serf.event_clock.time(),
+        "rumor_member_clock": node.serf.clock.time(),
+        "rumor_query_clock": node.serf.query_clock.time(),
     }
     counters: dict[str, float] = {
         "rumor_packets_in_total": ml.packets_in,
@@ -155,6 +157,10 @@ def metric_values(agent: Agent) -> tuple[dict[str, float], dict[str, float]]:
         "rumor_events_undecodable_total": am.events_undecodable,
         "rumor_broadcasts_pruned_total": sm.queue_pruned,
         "rumor_acl_denied_total": am.acl_denied,
+        "rumor_queries_received_total": sm.queries_received,
+        "rumor_queries_answered_total": node.serf.queries.metrics.queries_answered,
+        "rumor_query_answers_relayed_total": node.serf.queries.metrics.relayed,
+        "rumor_keyring_changes_total": node.serf.queries.metrics.key_ops_applied,
     }
     return gauges, counters
 

@@ -28,6 +28,8 @@ TOKENS = parse_token_list([
     {"SecretID": "agent-writer", "Rules": {"agent": {"a1": {"policy": "write"}}}},
     {"SecretID": "node-reader", "Rules": 'node "a1" { policy = "read" }'},
     {"SecretID": "operator", "Rules": 'operator = "write"'},
+    {"SecretID": "keyring-reader", "Rules": 'keyring = "read"'},
+    {"SecretID": "keyring-writer", "Rules": 'keyring = "write"'},
     {"SecretID": "svc-writer", "Rules": 'service_prefix "web" { policy = "write" }'},
     {"SecretID": "nothing", "Rules": ""},
     # explicit rules, so they are refused under default_policy "allow" too
@@ -110,6 +112,26 @@ async def test_every_endpoint_allows_and_denies_by_token(default_policy: str) ->
                 status, _ = await call(a, method, path, ROOT, body)
                 assert status != 403, what
             assert a.agent.leaving
+
+
+async def test_keyring_needs_keyring_read_and_write() -> None:
+    key = '{"Key": "' + "A" * 43 + '="}'
+    with trio.fail_after(30):
+        async with acl_agent("deny") as a:
+            for method, body, good, bad, right in [
+                    ("GET", None, "keyring-reader", "reader-all", "keyring:read"),
+                    ("POST", key.encode(), "keyring-writer", "keyring-reader", "keyring:write"),
+                    ("PUT", key.encode(), "keyring-writer", "keyring-reader", "keyring:write"),
+                    ("DELETE", key.encode(), "keyring-writer", "keyring-reader",
+                     "keyring:write")]:
+                status, text = await call(a, method, "/v1/operator/keyring", bad, body)
+                assert status == 403 and f"'{right}'" in text, (method, status, text)
+                status, text = await call(a, method, "/v1/operator/keyring", None, body)
+                assert status == 403, (method, status, text)
+                # past the ACL, the (unencrypted) agent answers as without ACLs
+                for token in (good, ROOT):
+                    status, text = await call(a, method, "/v1/operator/keyring", token, body)
+                    assert status != 403, (method, token, status, text)
 
 
 async def test_fire_denied_broadcasts_nothing_and_lists_are_filtered() -> None:

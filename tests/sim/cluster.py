@@ -153,9 +153,10 @@ class ClusterSim:
         dst = req.addr
         if dst in self.nodes and not self._blocked(src, dst):
             try:  # a shell drops a stream it cannot parse; the caller sees a failed exchange
-                out = self.nodes[dst].handle_stream(self.now, src, wire.parse_stream(req.data))
+                out = self.nodes[dst].handle_stream(self.now, src, _parse(self.nodes[dst],
+                                                                          req.data))
                 if out is not None:
-                    reply = wire.parse_stream(out)
+                    reply = _parse(self.nodes[src], out)
             except DecodeError:
                 self.decode_errors += 1
             self._after_activity(dst)
@@ -187,6 +188,13 @@ class ClusterSim:
 
 
 # --- Serf clusters --------------------------------------------------------------------------
+
+
+def _parse(receiver: Core, data: bytes) -> StreamMessage:
+    """Parse a whole stream as ``receiver`` would (with its keyring, if it has one)."""
+    ml = getattr(receiver, "ml", receiver)
+    ring = getattr(ml, "keyring", None)
+    return wire.parse_stream(data, ring.decrypt_stream if ring is not None else None)
 
 
 def node_addr(i: int) -> Addr:
@@ -232,6 +240,7 @@ class SerfCluster:
         self.downs: list[Down] = []  # shared by every node
         self.user_events: dict[str, list[UserEvent]] = {}
         self.member_events: list[tuple[float, str, MemberEvent]] = []  # all but "join"
+        self.other_deliveries: list[tuple[float, Serf, object]] = []  # e.g. NameConflict
         for _ in range(n):
             self.add_node()
 
@@ -289,8 +298,11 @@ class SerfCluster:
             for d in out:
                 if isinstance(d, UserEvent):
                     mine.append(d)
-                elif d.kind != "join":
-                    self.member_events.append((now, node.name, d))
+                elif isinstance(d, MemberEvent):
+                    if d.kind != "join":
+                        self.member_events.append((now, node.name, d))
+                else:
+                    self.other_deliveries.append((now, node, d))
 
     def live(self) -> list[SimSerf]:
         return [n for n in self.nodes if self.addr[n.name] not in self.sim.crashed]
