@@ -45,7 +45,9 @@ HEARTBEAT = 10.0
 CHUNK = 64 * 1024  # records ready at once are written together, up to this many bytes
 WS_SEND_TIMEOUT = 30.0
 NDJSON_HEARTBEAT = b"{}\n"
-SSE_HEARTBEAT = b": heartbeat\n\n"
+# no blank line after the comment: a blank line ends an SSE block, and lax clients dispatch
+# an empty message for a block without data
+SSE_HEARTBEAT = b": heartbeat\n"
 
 
 def token_of(req: Request) -> str | None:
@@ -106,7 +108,7 @@ async def stream(agent: Agent, req: Request) -> StreamResponse:
         sub = bus.subscribe(topics, may_read, after or 0)
         try:
             if sse:
-                yield b"retry: 2000\n\n"
+                yield b"retry: 2000\n"  # part of the first frame's block
             async for chunk in _frames(sub, sse):
                 yield chunk
         finally:
