@@ -49,6 +49,7 @@ STREAM_TOPIC = "Stream"
 MAX_INDEX = (1 << 63) - 1
 QUEUE_LIMIT = 1024  # records queued for one live subscriber before it is closed as too slow
 HOT = 256  # renderings are cached for the newest HOT records only
+HEARTBEAT_INTERVAL = 10.0  # idle live subscribers get a heartbeat this often (Nomad: 10 s)
 MAX_TOPICS = 32
 MAX_KEY = 256
 
@@ -226,6 +227,12 @@ class Subscription:
             self.high_water = len(self.queue)
         self._wake.set()
 
+    def push_heartbeat(self) -> None:
+        """Called by the bus's heartbeat loop: an idle reader gets ``HEARTBEAT``."""
+        if not self.queue:
+            self.queue.append(HEARTBEAT)
+            self._wake.set()
+
     def close(self, reason: str) -> None:
         """End the subscription: the reader gets one Stream/Closed record, then None."""
         if self.done:
@@ -297,6 +304,7 @@ class Bus:
         self._next = 1
         self._live: dict[Subscription, None] = {}
         self._changed = trio.Event()
+        self.heartbeat_interval = HEARTBEAT_INTERVAL
         self.access: Callable[[str | None], MayRead] = open_access  # ACL hook
         self.published = 0
         self.slow_closed = 0
@@ -396,6 +404,18 @@ class Bus:
             sub.cursor = first - 1
         return sub
 
+    async def run_heartbeats(self) -> None:
+        """Every ``heartbeat_interval`` s, one loop hands every idle live subscriber a
+        ``HEARTBEAT`` (one timer for all, instead of one per subscriber)."""
+        last = trio.current_time()
+        while True:
+            await trio.sleep(min(self.heartbeat_interval, 1.0))
+            now = trio.current_time()
+            if now - last >= self.heartbeat_interval:
+                last = now
+                for sub in list(self._live):
+                    sub.push_heartbeat()
+
     def go_live(self, sub: Subscription) -> None:
         self._live[sub] = None
 
@@ -409,3 +429,4 @@ class Bus:
 
 
 _EVICTED = Record(0, STREAM_TOPIC, "Evicted", "", 0.0, b"{}")
+HEARTBEAT = Record(0, STREAM_TOPIC, "Heartbeat", "", 0.0, b"{}")  # never written as a record

@@ -172,7 +172,7 @@ def _parse(raw: bytes) -> Record | int:
                 not all(isinstance(k, str) and len(k) <= MAX_TEXT for k in fk):
             raise ValueError("bad FilterKeys")
         fk = tuple(fk)
-    when = obj.get("Time")
+    when: Any = obj.get("Time")
     if type(when) not in (int, float) or not math.isfinite(when) or not 0 <= when < 1e11:
         raise ValueError("bad Time")
     payload = obj.get("Payload")

@@ -20,15 +20,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qs
 
-import trio
-
 from agent.agent import Agent
 from agent.bus import (
+    HEARTBEAT,
     MAX_INDEX,
     MAX_TOPICS,
     STREAM_TOPIC,
     MayRead,
-    Subscription,
     TopicError,
     parse_topics,
 )
@@ -41,7 +39,6 @@ from agent.http.types import (
     WebSocketResponse,
 )
 
-HEARTBEAT = 10.0
 CHUNK = 64 * 1024  # records ready at once are written together, up to this many bytes
 WS_SEND_TIMEOUT = 30.0
 NDJSON_HEARTBEAT = b"{}\n"
@@ -106,10 +103,29 @@ async def stream(agent: Agent, req: Request) -> StreamResponse:
     async def chunks() -> AsyncIterator[bytes]:
         # subscribe on the first read: a stream closed unread never runs this body
         sub = bus.subscribe(topics, may_read, after or 0)
+        heartbeat = SSE_HEARTBEAT if sse else NDJSON_HEARTBEAT
         try:
             if sse:
                 yield b"retry: 2000\n"  # part of the first frame's block
-            async for chunk in _frames(sub, sse):
+            while True:
+                record = await sub.next()
+                if record is None:
+                    return
+                if record is HEARTBEAT:
+                    yield heartbeat
+                    continue
+                chunk = record.sse() if sse else record.ndjson()
+                more = sub.poll()
+                if more is not None:  # a backlog: write what is ready in one go
+                    parts = [chunk]
+                    size = len(chunk)
+                    while more is not None and more is not HEARTBEAT and size < CHUNK:
+                        parts.append(more.sse() if sse else more.ndjson())
+                        size += len(parts[-1])
+                        more = sub.poll() if size < CHUNK else None
+                    chunk = b"".join(parts)
+                    if more is not None and more is not HEARTBEAT:
+                        sub.queue.appendleft(more)
                 yield chunk
         finally:
             bus.unsubscribe(sub)
@@ -120,28 +136,6 @@ async def stream(agent: Agent, req: Request) -> StreamResponse:
     else:
         headers = [("Content-Type", "application/json"), ("Cache-Control", "no-cache")]
     return StreamResponse(200, headers, chunks())
-
-
-async def _frames(sub: Subscription, sse: bool) -> AsyncIterator[bytes]:
-    heartbeat = SSE_HEARTBEAT if sse else NDJSON_HEARTBEAT
-    while True:
-        record = None
-        with trio.move_on_after(HEARTBEAT):
-            record = await sub.next()
-        if record is None:
-            if sub.done:
-                return
-            yield heartbeat
-            continue
-        parts = [record.sse() if sse else record.ndjson()]
-        size = len(parts[0])
-        while size < CHUNK:
-            more = sub.poll()
-            if more is None:
-                break
-            parts.append(more.sse() if sse else more.ndjson())
-            size += len(parts[-1])
-        yield parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 async def subscribe_ws(agent: Agent, req: Request) -> WebSocketResponse:
@@ -170,6 +164,8 @@ async def subscribe_ws(agent: Agent, req: Request) -> WebSocketResponse:
                 record = await sub.next()
                 if record is None:
                     return
+                if record is HEARTBEAT:
+                    continue
                 await ws.send_text(cloudevent(record, source).decode("utf-8"))
                 if record.topic == STREAM_TOPIC and record.type == "Closed":
                     await ws.close(1013, "subscriber too slow; resume with ?index=")

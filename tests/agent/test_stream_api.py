@@ -19,7 +19,6 @@ import trio
 import trio_websocket as tw
 from httpx_sse import aconnect_sse
 
-from agent.api import stream as stream_api
 from agent.bus import Bus, Subscription
 from tests.agent.helpers import InProc, eventually, free_host, in_process_agent
 
@@ -73,8 +72,8 @@ async def test_ndjson_disconnect_and_resume_none_missed_none_twice(node: InProc)
     assert [g["Events"][0]["Key"] for g in got] == ["s1", "deploy-3"]
 
 
-async def test_heartbeat_and_gap(node: InProc, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stream_api, "HEARTBEAT", 0.2)
+async def test_heartbeat_and_gap(node: InProc) -> None:
+    node.agent.bus.heartbeat_interval = 0.2
     assert await read_lines(node, 1, {"topic": "Event:nothing-matches"}) == [{}]
     bus: Bus = node.agent.bus
     small = Bus(capacity=2)
@@ -141,8 +140,8 @@ async def test_sse_with_a_real_sse_client_and_last_event_id(node: InProc) -> Non
     assert rest == [fired[2]["ID"], later["ID"]]
 
 
-async def test_sse_comment_heartbeat(node: InProc, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stream_api, "HEARTBEAT", 0.2)
+async def test_sse_comment_heartbeat(node: InProc) -> None:
+    node.agent.bus.heartbeat_interval = 0.2
     with trio.fail_after(10):
         async with node.client.stream("GET", "/v1/event/stream?topic=Event:none",
                                       headers={"Accept": "text/event-stream"}) as resp:
