@@ -22,6 +22,7 @@ Owns:
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import logging
 import re
@@ -279,7 +280,9 @@ class Subscription:
                                                 "FirstAvailable": first}, first - 1)
                 self.cursor = first - 1
                 return gap
-            r = bus.get(self.cursor + 1)
+            r = bus.after(self.cursor)
+            if r is None:
+                break
             self.cursor = r.index
             if self.wants(r):
                 return r
@@ -329,8 +332,12 @@ class Bus:
     def __len__(self) -> int:
         return len(self._recs) - self._lo
 
-    def get(self, index: int) -> Record:
-        return self._recs[self._lo + index - self.first_index]
+    def after(self, index: int) -> Record | None:
+        """The oldest held record with an Index above ``index`` (numbers may have holes:
+        after an unclean restart, numbering resumes past a reservation)."""
+        recs = self._recs
+        pos = bisect.bisect_right(recs, index, lo=self._lo, key=_index_of)
+        return recs[pos] if pos < len(recs) else None
 
     def held(self) -> list[Record]:
         return self._recs[self._lo:]
@@ -424,8 +431,13 @@ class Bus:
         self._live.pop(sub, None)
 
     def close(self) -> None:
+        """A clean shutdown: the next start continues numbering without a jump."""
         if self.log is not None:
-            self.log.close()
+            self.log.close(self._next)
+
+
+def _index_of(r: Record) -> int:
+    return r.index
 
 
 _EVICTED = Record(0, STREAM_TOPIC, "Evicted", "", 0.0, b"{}")
