@@ -15,20 +15,18 @@ Owns:
   ``Closed`` record saying why and where to resume, so it never slows ``publish``, gossip or
   anybody else, and its memory stays bounded.  A *durable* subscription (webhook sinks) never
   goes live: it reads the buffer at its own pace and is never closed.
-* Topic filters (Nomad's ``Topic:Key`` with ``*`` and glob keys) and the ACL hook: every
-  subscriber has ``may_read(record) -> bool``; ``Bus.access(token)`` builds it (allow-all
+* The ACL hook (topic filters live in ``agent.topics``): every subscriber has
+  ``may_read(record) -> bool``; ``Bus.access(token)`` builds it (allow-all
   until ACLs plug in).
 """
 
 from __future__ import annotations
 
 import bisect
-import fnmatch
 import logging
-import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,23 +34,17 @@ from typing import Any
 import trio
 
 from agent.http.types import go_json
+from agent.topics import STREAM_TOPIC
 
 log = logging.getLogger("rumor.bus")
 
-TOPICS = ("Event", "Node")  # what rumor publishes
-# Nomad's other topics: accepted in filters (so Nomad clients and its documented curl lines
-# work unchanged), never published by rumor
-NOMAD_TOPICS = ("Job", "Eval", "Alloc", "Deployment", "NodeDrain", "NodePool", "Service")
 NODE_TYPES = {"join": "NodeJoin", "leave": "NodeLeave", "failed": "NodeFailed",
               "update": "NodeUpdate", "reap": "NodeReap"}
 EVENT_TYPE = "UserEvent"
-STREAM_TOPIC = "Stream"
 MAX_INDEX = (1 << 63) - 1
 QUEUE_LIMIT = 1024  # records queued for one live subscriber before it is closed as too slow
 HOT = 256  # renderings are cached for the newest HOT records only
 HEARTBEAT_INTERVAL = 10.0  # idle live subscribers get a heartbeat this often (Nomad: 10 s)
-MAX_TOPICS = 32
-MAX_KEY = 256
 
 MayRead = Callable[["Record"], bool]
 Match = Callable[["Record"], bool]
@@ -114,76 +106,6 @@ def _ndjson(r: Record) -> bytes:
 
 def _sse(r: Record) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (r.index, r.topic.encode(), r.event_json())
-
-
-# --- topic filters ------------------------------------------------------------------------
-
-
-class TopicError(ValueError):
-    """A ``topic`` parameter that does not parse; the message says which and why."""
-
-
-class TopicFilter:
-    """Nomad's ``?topic=Topic:Key`` set: ``*`` topic or key, keys may be fnmatch globs.
-
-    A key matches a record's Key or any of its FilterKeys.  ``Stream`` records (Gap,
-    Closed) always pass: they are about the subscription itself.
-    """
-
-    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
-        self._any: set[str] = set()
-        self._exact: dict[str, set[str]] = {}
-        self._globs: dict[str, re.Pattern[str]] = {}
-        globs: dict[str, list[str]] = {}
-        for topic, key in pairs:
-            if key == "*":
-                self._any.add(topic)
-            elif any(c in key for c in "*?["):
-                globs.setdefault(topic, []).append(fnmatch.translate(key))
-            else:
-                self._exact.setdefault(topic, set()).add(key)
-        for topic, parts in globs.items():
-            self._globs[topic] = re.compile("|".join(f"(?:{p})" for p in parts))
-
-    def __call__(self, r: Record) -> bool:
-        if r.topic == STREAM_TOPIC:
-            return True
-        return self._match(r.topic, r) or self._match("*", r)
-
-    def _match(self, topic: str, r: Record) -> bool:
-        if topic in self._any:
-            return True
-        keys = (r.key, *(r.filter_keys or ()))
-        exact = self._exact.get(topic)
-        if exact is not None and any(k in exact for k in keys):
-            return True
-        glob = self._globs.get(topic)
-        return glob is not None and any(glob.match(k) for k in keys)
-
-
-def parse_topics(values: list[str]) -> TopicFilter:
-    """Parse repeated ``topic`` parameters (none: everything); TopicError on bad syntax."""
-    if not values:
-        return TopicFilter([("*", "*")])
-    if len(values) > MAX_TOPICS:
-        raise TopicError(f"at most {MAX_TOPICS} topic parameters, got {len(values)}")
-    pairs = []
-    for raw in values:
-        topic, sep, key = raw.partition(":")
-        if not sep:
-            key = "*"
-        if not topic:
-            raise TopicError(f"topic {raw!r}: empty topic name (use Topic or Topic:Key)")
-        if topic != "*" and topic not in TOPICS and topic not in NOMAD_TOPICS:
-            raise TopicError(f"unknown topic {topic!r}; rumor publishes {', '.join(TOPICS)} "
-                             f"(and accepts * and Nomad's {', '.join(NOMAD_TOPICS)})")
-        if not key:
-            raise TopicError(f"topic {raw!r}: empty key after ':' (use {topic}:* for all)")
-        if len(key) > MAX_KEY or any(ord(c) < 32 for c in key):
-            raise TopicError(f"topic {raw[:40]!r}: key must be at most {MAX_KEY} printable "
-                             "characters")
-        pairs.append((topic, key))
-    return TopicFilter(pairs)
 
 
 # --- subscriptions ------------------------------------------------------------------------

@@ -27,8 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from agent.bus import MAX_INDEX, TOPICS, Record
+from agent.bus import MAX_INDEX, Record
 from agent.http.types import go_json
+from agent.topics import TOPICS
 
 log = logging.getLogger("rumor.bus")
 

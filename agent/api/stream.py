@@ -21,15 +21,7 @@ from collections.abc import AsyncIterator
 from urllib.parse import parse_qs
 
 from agent.agent import Agent
-from agent.bus import (
-    HEARTBEAT,
-    MAX_INDEX,
-    MAX_TOPICS,
-    STREAM_TOPIC,
-    MayRead,
-    TopicError,
-    parse_topics,
-)
+from agent.bus import HEARTBEAT, MAX_INDEX, MayRead
 from agent.cloudevents import TypePattern, cloudevent
 from agent.http.types import (
     HTTPError,
@@ -38,6 +30,7 @@ from agent.http.types import (
     WebSocket,
     WebSocketResponse,
 )
+from agent.topics import MAX_TOPICS, STREAM_TOPIC, TopicError, parse_topics
 
 CHUNK = 64 * 1024  # records ready at once are written together, up to this many bytes
 WS_SEND_TIMEOUT = 30.0

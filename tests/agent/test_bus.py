@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from agent.bus import Bus, Record, TopicError, parse_topics
+from agent.bus import Bus, Record
+from agent.topics import TopicError, parse_topics
 
 
 def fire(bus: Bus, name: str, n: int = 0) -> Record:
