@@ -259,3 +259,37 @@ async def test_a_stuck_subscriber_is_closed_and_slows_nobody(
     assert bus.slow_closed == 1 and closed
     assert max(s.high_water for s in subs) <= 16
     assert peak < 12_000_000, peak  # the ring (50 x 33 KB) plus renders, not 600 records
+
+
+async def test_a_stuck_websocket_reader_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.http import websocket
+
+    monkeypatch.setattr(websocket, "SEND_TIMEOUT", 0.5)
+    async with in_process_agent(free_host(ports=()), "s1", stream_buffer=50) as a:
+        bus = a.agent.bus
+        stuck = trio.socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await stuck.connect((a.host, a.http_port))
+        await stuck.send(b"GET /v1/sys/events/subscribe/*?json=true HTTP/1.1\r\nHost: x\r\n"
+                         b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                         b"Sec-WebSocket-Version: 13\r\n\r\n")
+        await eventually(lambda: bus.subscribers == 1, "the WebSocket to subscribe")
+        big = {"ID": "x", "Name": "big", "Blob": "x" * 32768}
+        with trio.fail_after(30):
+            while bus.subscribers:  # it never reads: the agent gives up on it
+                bus.publish("Event", "UserEvent", "big", big)
+                await trio.sleep(0.01)
+        assert bus.slow_closed == 0  # dropped by the write timeout, not by its queue
+        data = b""
+        with trio.fail_after(10):
+            while True:
+                try:
+                    chunk = await stuck.recv(65536)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                data += chunk
+        stuck.close()
+    assert data.startswith(b"HTTP/1.1 101") and b"Stream/Closed" not in data
