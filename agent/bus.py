@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from typing import Any
 
 import trio
 
-from agent.http.types import go_json
+from agent.http.types import DirectSlot, go_json
 from agent.topics import STREAM_TOPIC
 
 log = logging.getLogger("rumor.bus")
@@ -124,6 +125,12 @@ class Subscription:
         self.done = False
         self.high_water = 0  # the longest its queue ever was
         self._wake = trio.Event()
+        # direct writes (streams): while the reader is parked waiting (idle), push writes the
+        # record's frame straight to its socket; a partial write leaves the rest in `raw`
+        self.direct: DirectSlot | None = None
+        self.frame: Callable[[Record], bytes] | None = None
+        self.idle = False
+        self.raw = b""
 
     def wants(self, r: Record) -> bool:
         if not self.match(r):
@@ -134,11 +141,32 @@ class Subscription:
             log.exception("bus: may_read failed; record %d withheld", r.index)
             return False
 
+    def _write_direct(self, r: Record) -> bool:
+        """Write ``r`` to an idle reader's socket now; False if it must be queued instead."""
+        slot, frame = self.direct, self.frame
+        if not self.idle or self.queue or self.raw or slot is None or slot.fd < 0 \
+                or frame is None:
+            return False
+        data = frame(r)
+        try:
+            n = os.write(slot.fd, data)
+        except OSError:  # full (BlockingIOError) or broken: the reader's own write decides
+            return False
+        if n < len(data):
+            self.raw = data[n:]
+            self.bus.direct_partial += 1
+            self._wake.set()
+        self.bus.direct_writes += 1
+        return True
+
     def push(self, r: Record) -> None:
         """Called by ``Bus.publish`` for live subscribers: queue it, or close if full."""
         if not self.wants(r):
             if not self.queue:
                 self.cursor = r.index
+            return
+        if self._write_direct(r):
+            self.cursor = r.index
             return
         if len(self.queue) >= self.limit:
             self.bus.slow_closed += 1
@@ -152,7 +180,7 @@ class Subscription:
 
     def push_heartbeat(self) -> None:
         """Called by the bus's heartbeat loop: an idle reader gets ``HEARTBEAT``."""
-        if not self.queue:
+        if not self.queue and not self._write_direct(HEARTBEAT):
             self.queue.append(HEARTBEAT)
             self._wake.set()
 
@@ -168,7 +196,10 @@ class Subscription:
         self._wake.set()
 
     def poll(self) -> Record | None:
-        """The next record if one is ready now, else None (never waits)."""
+        """The next record if one is ready now, else None (never waits).  ``RAW``: the rest
+        of a partly written direct frame is waiting in ``take_raw()``."""
+        if self.raw:
+            return RAW
         if self.queue:
             r = self.queue.popleft()
             if r.topic != STREAM_TOPIC:
@@ -189,9 +220,17 @@ class Subscription:
                 return None
             if self.live:
                 self._wake = trio.Event()
-                await self._wake.wait()
+                self.idle = True
+                try:
+                    await self._wake.wait()
+                finally:
+                    self.idle = False
             elif self.durable:
                 await self.bus.changed()
+
+    def take_raw(self) -> bytes:
+        raw, self.raw = self.raw, b""
+        return raw
 
     def _catch_up(self) -> Record | None:
         bus = self.bus
@@ -233,6 +272,8 @@ class Bus:
         self.access: Callable[[str | None], MayRead] = open_access  # ACL hook
         self.published = 0
         self.slow_closed = 0
+        self.direct_writes = 0
+        self.direct_partial = 0
         self.log = None
         if path is not None:
             from agent.buslog import BusLog
@@ -364,3 +405,4 @@ def _index_of(r: Record) -> int:
 
 _EVICTED = Record(0, STREAM_TOPIC, "Evicted", "", 0.0, b"{}")
 HEARTBEAT = Record(0, STREAM_TOPIC, "Heartbeat", "", 0.0, b"{}")  # never written as a record
+RAW = Record(0, STREAM_TOPIC, "Raw", "", 0.0, b"{}")  # see Subscription.poll

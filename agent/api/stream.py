@@ -21,14 +21,17 @@ from collections.abc import AsyncIterator
 from urllib.parse import parse_qs
 
 from agent.agent import Agent
-from agent.bus import HEARTBEAT, MAX_INDEX, MayRead
+from agent.bus import HEARTBEAT, MAX_INDEX, RAW, MayRead, Record
 from agent.cloudevents import TypePattern, cloudevent
 from agent.http.types import (
+    DirectSlot,
     HTTPError,
+    RawChunk,
     Request,
     StreamResponse,
     WebSocket,
     WebSocketResponse,
+    chunk_frame,
 )
 from agent.topics import MAX_TOPICS, STREAM_TOPIC, TopicError, parse_topics
 
@@ -92,10 +95,12 @@ async def stream(agent: Agent, req: Request) -> StreamResponse:
             after = last_id
     may_read = reader(agent, req)
     bus = agent.bus
+    slot = DirectSlot()
 
     async def chunks() -> AsyncIterator[bytes]:
         # subscribe on the first read: a stream closed unread never runs this body
         sub = bus.subscribe(topics, may_read, after or 0)
+        sub.direct, sub.frame = slot, _sse_frame if sse else _ndjson_frame
         heartbeat = SSE_HEARTBEAT if sse else NDJSON_HEARTBEAT
         try:
             if sse:
@@ -104,6 +109,9 @@ async def stream(agent: Agent, req: Request) -> StreamResponse:
                 record = await sub.next()
                 if record is None:
                     return
+                if record is RAW:
+                    yield RawChunk(sub.take_raw())
+                    continue
                 if record is HEARTBEAT:
                     yield heartbeat
                     continue
@@ -112,12 +120,13 @@ async def stream(agent: Agent, req: Request) -> StreamResponse:
                 if more is not None:  # a backlog: write what is ready in one go
                     parts = [chunk]
                     size = len(chunk)
-                    while more is not None and more is not HEARTBEAT and size < CHUNK:
+                    while more is not None and more is not HEARTBEAT and more is not RAW \
+                            and size < CHUNK:
                         parts.append(more.sse() if sse else more.ndjson())
                         size += len(parts[-1])
                         more = sub.poll() if size < CHUNK else None
                     chunk = b"".join(parts)
-                    if more is not None and more is not HEARTBEAT:
+                    if more is not None and more is not HEARTBEAT and more is not RAW:
                         sub.queue.appendleft(more)
                 yield chunk
         finally:
@@ -128,7 +137,24 @@ async def stream(agent: Agent, req: Request) -> StreamResponse:
                    ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
     else:
         headers = [("Content-Type", "application/json"), ("Cache-Control", "no-cache")]
-    return StreamResponse(200, headers, chunks())
+    return StreamResponse(200, headers, chunks(), direct=slot)
+
+
+_NDJSON_HEARTBEAT_FRAME = chunk_frame(NDJSON_HEARTBEAT)
+_SSE_HEARTBEAT_FRAME = chunk_frame(SSE_HEARTBEAT)
+
+
+def _ndjson_frame(r: Record) -> bytes:
+    """A record (or the heartbeat) as a chunk-framed NDJSON line, for direct writes."""
+    if r is HEARTBEAT:
+        return _NDJSON_HEARTBEAT_FRAME
+    return r.cached("ndjson.chunk", lambda rec: chunk_frame(rec.ndjson()))
+
+
+def _sse_frame(r: Record) -> bytes:
+    if r is HEARTBEAT:
+        return _SSE_HEARTBEAT_FRAME
+    return r.cached("sse.chunk", lambda rec: chunk_frame(rec.sse()))
 
 
 async def subscribe_ws(agent: Agent, req: Request) -> WebSocketResponse:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+import h11
 import pytest
 import trio
 import trio_websocket as tw
@@ -252,7 +253,30 @@ async def test_a_stuck_subscriber_is_closed_and_slows_nobody(
             finally:
                 tracemalloc.stop()
             nursery.cancel_scope.cancel()
+        # now read what the stuck client was sent: intact chunked framing (records were
+        # written straight to its socket, some only in part), ending with the Closed record
+        conn = h11.Connection(h11.CLIENT)
+        conn.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+        conn.send(h11.EndOfMessage())
+        body = bytearray()
+        with trio.fail_after(30):
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await stuck.recv(65536))
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    break
         stuck.close()
+        lines = [json.loads(x) for x in bytes(body).splitlines()]
+        last = lines[-1]["Events"][0]
+        assert (last["Topic"], last["Type"]) == ("Stream", "Closed")
+        got = [x["Index"] for x in lines[:-1]]
+        assert got == list(range(got[0], got[0] + len(got)))
+        assert last["Payload"]["LastIndex"] == got[-1] == last["Index"]
+        assert bus.direct_writes > 600  # the fan-out wrote straight to the sockets
+        assert bus.direct_partial >= 1  # and finished a frame the socket took only in part
     assert fired["Name"] == "meanwhile"
     assert received == sorted(set(received)) and len(received) >= 601  # nothing lost or twice
     closed = [s for s in subs if s.done and bus.slow_closed]
@@ -293,3 +317,22 @@ async def test_a_stuck_websocket_reader_is_dropped(monkeypatch: pytest.MonkeyPat
                 data += chunk
         stuck.close()
     assert data.startswith(b"HTTP/1.1 101") and b"Stream/Closed" not in data
+
+
+async def test_http10_stream_is_not_chunked_and_never_written_directly(node: InProc) -> None:
+    sock = trio.socket.socket()
+    await sock.connect((node.host, node.http_port))
+    await sock.send(b"GET /v1/event/stream?topic=Event HTTP/1.0\r\n\r\n")
+    await eventually(lambda: node.agent.bus.subscribers == 1, "the subscriber to go live")
+    before = node.agent.bus.direct_writes
+    ev = await fire(node, "old-client")
+    data = b""
+    with trio.fail_after(10):
+        while b"\r\n\r\n" not in data or not data.endswith(b"\n"):
+            data += await sock.recv(65536)
+    sock.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower()
+    line = json.loads(body)  # exactly one NDJSON line, no chunk framing
+    assert line["Events"][0]["Payload"]["ID"] == ev["ID"]
+    assert node.agent.bus.direct_writes == before
