@@ -10,7 +10,9 @@ Owns:
   ``agent.buslog``); ``publish`` hands a new record to every live subscriber in one loop.
 * ``Subscription``: one reader.  It first catches up from the buffer (starting after the Index
   it asked for, with a ``Stream``/``Gap`` record when records it asked for are gone), then
-  goes live: ``publish`` appends to its bounded queue.  A live subscriber whose queue is full
+  goes live: ``publish`` writes the record's cached frame straight to the reader's socket if
+  its task is parked waiting (``DirectSlot``: no task wake-up, one ``os.write``), else appends
+  it to its bounded queue.  A live subscriber whose queue is full
   (it stopped reading) is closed: its queue is dropped and replaced by one ``Stream``/
   ``Closed`` record saying why and where to resume, so it never slows ``publish``, gossip or
   anybody else, and its memory stays bounded.  A *durable* subscription (webhook sinks) never
