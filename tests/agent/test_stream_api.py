@@ -21,7 +21,7 @@ import trio_websocket as tw
 from httpx_sse import aconnect_sse
 
 from agent.bus import Bus, Subscription
-from tests.agent.helpers import InProc, eventually, free_host, in_process_agent
+from tests.agent.helpers import InProc, eventually, free_host, in_process_agent, prometheus
 
 
 @pytest.fixture
@@ -277,6 +277,9 @@ async def test_a_stuck_subscriber_is_closed_and_slows_nobody(
         assert last["Payload"]["LastIndex"] == got[-1] == last["Index"]
         assert bus.direct_writes > 600  # the fan-out wrote straight to the sockets
         assert bus.direct_partial >= 1  # and finished a frame the socket took only in part
+        metrics = prometheus((await a.client.get("/v1/agent/metrics?format=prometheus")).text)
+        assert metrics["rumor_stream_slow_closed_total"] == 1
+        assert metrics["rumor_stream_direct_writes_total"] == bus.direct_writes
     assert fired["Name"] == "meanwhile"
     assert received == sorted(set(received)) and len(received) >= 601  # nothing lost or twice
     closed = [s for s in subs if s.done and bus.slow_closed]
