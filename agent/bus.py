@@ -260,14 +260,19 @@ class Subscription:
 
 class Bus:
     def __init__(self, capacity: int = 10_000, path: Path | None = None, *,
-                 queue_limit: int = QUEUE_LIMIT) -> None:
+                 queue_limit: int = QUEUE_LIMIT, start: int | None = None) -> None:
+        """A new log (or none: no data dir) starts numbering at ``start``, by default the
+        current Unix time in milliseconds: an agent without a data dir (or whose data dir was
+        wiped) then still never reuses an Index after a restart (unless it published more than
+        1,000 records a second), and a client resuming with an Index from before gets a Gap
+        instead of unrelated records.  An existing log continues its own numbering."""
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
         self.queue_limit = queue_limit
         self._recs: list[Record] = []
         self._lo = 0
-        self._next = 1
+        self._next = start if start is not None else max(1, int(time.time() * 1000))
         self._live: dict[Subscription, None] = {}
         self._changed = trio.Event()
         self.heartbeat_interval = HEARTBEAT_INTERVAL
@@ -281,8 +286,10 @@ class Bus:
             from agent.buslog import BusLog
 
             self.log = BusLog(path, capacity)
-            records, self._next = self.log.load()
+            records, loaded_next = self.log.load()
             self._recs = records
+            if loaded_next > 1 or records:  # else a new (or wiped) log: numbering as above
+                self._next = loaded_next
 
     # reading
 

@@ -18,7 +18,7 @@ headers).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 from agent.agent import Agent
 from agent.bus import HEARTBEAT, MAX_INDEX, RAW, MayRead, Record
@@ -174,7 +174,7 @@ async def subscribe_ws(agent: Agent, req: Request) -> WebSocketResponse:
     match = TypePattern(pattern)
     may_read = reader(agent, req)
     bus = agent.bus
-    source = f"rumor://{agent.node_name}"
+    source = "rumor://" + quote(agent.node_name, safe="")  # a URI-reference, as CE requires
 
     async def session(ws: WebSocket) -> None:
         sub = bus.subscribe(match, may_read, after)

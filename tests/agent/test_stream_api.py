@@ -27,7 +27,7 @@ from tests.agent.helpers import InProc, eventually, free_host, in_process_agent,
 @pytest.fixture
 async def node() -> AsyncIterator[InProc]:
     async with in_process_agent(free_host(ports=()), "s1") as a:
-        await eventually(lambda: a.agent.bus.last_index >= 1, "our own NodeJoin")
+        await eventually(lambda: len(a.agent.bus) >= 1, "our own NodeJoin")
         yield a
 
 
@@ -77,7 +77,7 @@ async def test_heartbeat_and_gap(node: InProc) -> None:
     node.agent.bus.heartbeat_interval = 0.2
     assert await read_lines(node, 1, {"topic": "Event:nothing-matches"}) == [{}]
     bus: Bus = node.agent.bus
-    small = Bus(capacity=2)
+    small = Bus(capacity=2, start=1)
     node.agent.bus = small
     for i in range(5):
         small.publish_event({"ID": f"00000000-0000-4000-8000-{i:012d}", "Name": "e"})
