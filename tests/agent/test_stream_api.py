@@ -339,3 +339,32 @@ async def test_http10_stream_is_not_chunked_and_never_written_directly(node: InP
     line = json.loads(body)  # exactly one NDJSON line, no chunk framing
     assert line["Events"][0]["Payload"]["ID"] == ev["ID"]
     assert node.agent.bus.direct_writes == before
+
+
+async def test_the_acl_hook_sees_the_token_and_filters_records(node: InProc) -> None:
+    tokens: list[str | None] = []
+
+    def access(token: str | None) -> Any:
+        tokens.append(token)
+        return lambda r: r.topic != "Event" or r.key != "secret" or token == "root"
+    node.agent.bus.access = access
+    await fire(node, "secret")
+    last = await fire(node, "public")
+    await wait_events(node, 2)
+    got = await read_lines(node, 1, {"topic": "Event", "token": "anon"})
+    assert got[0]["Events"][0]["Key"] == "public"
+    got = await read_lines(node, 2, {"topic": "Event", "token": "root"})
+    assert [g["Events"][0]["Key"] for g in got] == ["secret", "public"]
+    with trio.fail_after(10):
+        async with aconnect_sse(node.client, "GET", "/v1/event/stream?topic=Event",
+                                headers={"Authorization": "Bearer b1"}) as es:
+            async for sse in es.aiter_sse():
+                assert sse.json()["Payload"]["ID"] == last["ID"]
+                break
+    base = f"ws://{node.host}:{node.http_port}/v1/sys/events/subscribe"
+    with trio.fail_after(10):
+        async with tw.open_websocket_url(f"{base}/*?json=true&index=0",
+                                         extra_headers=[("X-Consul-Token", "h")]) as ws:
+            types = [json.loads(await ws.get_message())["type"] for _ in range(2)]
+    assert types == ["Node/NodeJoin", "public"]  # "secret" (between them) withheld
+    assert tokens == ["anon", "root", "b1", "h"]
