@@ -20,6 +20,8 @@ from typing import Any
 
 import trio
 
+from agent.acl import ALLOW_ALL
+from agent.bus import Bus, MayRead, Record, allow_all
 from agent.catalog import Catalog
 from agent.config import AgentConfig
 from agent.datadir import prepare_data_dir
@@ -34,6 +36,7 @@ from agent.events import (
 )
 from agent.filters import FilterError, compile_filter, should_process
 from agent.keyring import KEYRING_FILE, startup_keys, write_keyring_file
+from agent.sinks import SinkManager
 from agent.snapshot import FLUSH_INTERVAL, SNAPSHOT_FILE, Snapshotter, replay
 from gossip.config import Addr, GossipConfig
 from gossip.crypto import Keyring
@@ -47,6 +50,7 @@ from gossip.serf import (
     NameConflict,
     SerfConfig,
     SerfError,
+    SerfMember,
 )
 from gossip.serf import UserEvent as SerfUserEvent
 
@@ -164,6 +168,15 @@ def _go_regexp_search(expr: str, value: str) -> bool:
         return False
 
 
+def member_json(m: SerfMember) -> dict[str, Any]:
+    """One member as ``/v1/agent/members`` renders it."""
+    vsn = list(m.vsn) + [0] * (6 - len(m.vsn))
+    return {"Name": m.name, "Addr": m.addr, "Port": m.port, "Tags": dict(m.tags),
+            "Status": int(m.status), "ProtocolMin": vsn[0], "ProtocolMax": vsn[1],
+            "ProtocolCur": vsn[2], "DelegateMin": vsn[3], "DelegateMax": vsn[4],
+            "DelegateCur": vsn[5]}
+
+
 class Agent:
     def __init__(self, config: AgentConfig, *, gossip: GossipConfig | None = None) -> None:
         self.config = config
@@ -178,6 +191,8 @@ class Agent:
         # offered to peers after a restart like the stored ones; never listed
         self.outbox = EventStore(config.event_buffer, data / "outbox.jsonl" if data else None)
         self.catalog = Catalog(data / "services.json" if data else None)
+        self.bus = Bus(config.stream_buffer, data / "bus.log" if data else None)
+        self.sinks = SinkManager(self.bus, data / "sinks.json" if data else None)
         keys = startup_keys(data, config.encrypt_key())  # KeyringFileError stops the start
         keyring = Keyring(keys) if keys else None
         self.tags = {"role": "node", "dc": config.datacenter, "build": VERSION,
@@ -191,6 +206,7 @@ class Agent:
             serf=SerfConfig(event_size_limit=config.event_size_limit), keyring=keyring,
             on_delivery=self._on_delivery)
         self.acls = config.acls()
+        self.bus.access = self._bus_reader  # streams and WebSockets see what the token may read
         self.reloader: Callable[[], AgentConfig] | None = None  # re-reads flags, files, env
         self.reload_hooks: list[ReloadHook] = []
         if data is not None and keyring is not None:
@@ -223,6 +239,8 @@ class Agent:
         ``eventMinTime``.  Events fired while it was down still arrive.
         """
         await nursery.start(self.node.run)
+        nursery.start_soon(self.sinks.run)
+        nursery.start_soon(self.bus.run_heartbeats)
         if max(self.store.max_ltime, self.outbox.max_ltime):
             self.node.serf.witness_event_time(max(self.store.max_ltime, self.outbox.max_ltime))
         if len(self.store) and self.store.first_seq > 1:
@@ -278,6 +296,7 @@ class Agent:
         """Flush and close what must survive a restart (event store, outbox, snapshot)."""
         self.store.close()
         self.outbox.close()
+        self.bus.close()
         if self.snapshot is not None and self.node.core is not None:
             self.snapshot.update_clocks(self.node.clocks())
             self.snapshot.flush()
@@ -409,12 +428,14 @@ class Agent:
                 return
             if self.store.add(ev):
                 self.metrics.events_stored += 1
+                self.bus.publish_event(ev.to_json())
                 log.debug("agent: new event %s %s (ltime %d)", ev.name, ev.id, ev.ltime)
             else:
                 self.metrics.events_deduped += 1
         elif isinstance(d, MemberEvent):
             log.info("serf: member %s: %s %s:%d", d.kind, d.member.name, d.member.addr,
                      d.member.port)
+            self.bus.publish_member(d.kind, member_json(d.member))
             if self.snapshot is not None:
                 if d.kind == "join":
                     self.snapshot.alive(d.member.name, d.member.addr, d.member.port)
@@ -426,6 +447,22 @@ class Agent:
                           "answers side with us)")
             log.error("agent: %s", self.fatal)
             self.shutdown.set()
+
+    def _bus_reader(self, token: str | None) -> MayRead:
+        """Which bus records a token may read: events by ``event:read`` on their name, member
+        changes by ``node:read`` on the node (as Consul filters its lists); the stream's own
+        records (Gap, Closed) always.  ACLNotFound for an unknown token."""
+        authz = self.acls.resolve(token)
+        if authz is ALLOW_ALL:
+            return allow_all
+
+        def may_read(r: Record) -> bool:
+            if r.topic == "Event":
+                return authz.event_read(r.key)
+            if r.topic == "Node":
+                return authz.node_read(r.key)
+            return True
+        return may_read
 
     # --- keyring -----------------------------------------------------------------------------
 
@@ -439,14 +476,7 @@ class Agent:
     # --- views -------------------------------------------------------------------------------
 
     def members_json(self) -> list[dict[str, Any]]:
-        out = []
-        for m in sorted(self.node.members(), key=lambda m: m.name):
-            vsn = list(m.vsn) + [0] * (6 - len(m.vsn))
-            out.append({"Name": m.name, "Addr": m.addr, "Port": m.port, "Tags": m.tags,
-                        "Status": int(m.status), "ProtocolMin": vsn[0],
-                        "ProtocolMax": vsn[1], "ProtocolCur": vsn[2], "DelegateMin": vsn[3],
-                        "DelegateMax": vsn[4], "DelegateCur": vsn[5]})
-        return out
+        return [member_json(m) for m in sorted(self.node.members(), key=lambda m: m.name)]
 
     def self_json(self) -> dict[str, Any]:
         me = next((m for m in self.members_json() if m["Name"] == self.node_name), None)
@@ -460,7 +490,10 @@ class Agent:
             "Stats": {"agent": {"members": str(len(self.node.members())),
                                 "uptime_seconds": str(int(time.time() - self.started))},
                       "events": {"stored": str(len(self.store)),
-                                 "index": str(self.store.index())}},
+                                 "index": str(self.store.index())},
+                      "bus": {"records": str(len(self.bus)),
+                              "last_index": str(self.bus.last_index),
+                              "subscribers": str(self.bus.subscribers)}},
             "DebugConfig": {"EventSizeLimit": cfg.event_size_limit,
                             "Encrypt": self.node.keyring is not None,
                             "ClientAddr": cfg.client_addr, "HTTPPort": cfg.http_port,

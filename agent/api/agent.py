@@ -132,6 +132,9 @@ def metric_values(agent: Agent) -> tuple[dict[str, float], dict[str, float]]:
         "rumor_event_clock": node.serf.event_clock.time(),
         "rumor_member_clock": node.serf.clock.time(),
         "rumor_query_clock": node.serf.query_clock.time(),
+        "rumor_bus_records": len(agent.bus),
+        "rumor_bus_last_index": agent.bus.last_index,
+        "rumor_stream_subscribers": agent.bus.subscribers,
     }
     counters: dict[str, float] = {
         "rumor_packets_in_total": ml.packets_in,
@@ -161,6 +164,9 @@ def metric_values(agent: Agent) -> tuple[dict[str, float], dict[str, float]]:
         "rumor_queries_answered_total": node.serf.queries.metrics.queries_answered,
         "rumor_query_answers_relayed_total": node.serf.queries.metrics.relayed,
         "rumor_keyring_changes_total": node.serf.queries.metrics.key_ops_applied,
+        "rumor_bus_published_total": agent.bus.published,
+        "rumor_stream_slow_closed_total": agent.bus.slow_closed,
+        "rumor_stream_direct_writes_total": agent.bus.direct_writes,
     }
     return gauges, counters
 

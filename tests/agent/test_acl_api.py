@@ -134,6 +134,49 @@ async def test_keyring_needs_keyring_read_and_write() -> None:
                     assert status != 403, (method, token, status, text)
 
 
+async def test_streams_carry_only_what_the_token_may_read_and_sinks_need_operator() -> None:
+    import json
+
+    with trio.fail_after(30):
+        async with acl_agent("deny") as a:
+            for name in ("deploy", "secret", "other"):
+                r = await a.client.put(f"/v1/event/fire/{name}", headers={"X-Consul-Token": ROOT})
+                assert r.status_code == 200
+            await eventually(lambda: len(a.agent.store) == 3, "three events stored")
+
+            async def stream_keys(token: str) -> list[tuple[str, str]]:
+                seen: list[tuple[str, str]] = []
+                async with a.client.stream("GET", "/v1/event/stream",
+                                           params={"index": "0", "token": token}) as r:
+                    assert r.status_code == 200
+                    async for line in r.aiter_lines():
+                        doc = json.loads(line)
+                        for ev in doc.get("Events", []):
+                            seen.append((ev["Topic"], ev["Key"]))
+                        if ("Event", "other") in seen:
+                            return seen
+                return seen
+
+            mine = await stream_keys("ev-reader")  # deny on "secret", no node rules
+            assert [k for t, k in mine if t == "Event"] == ["deploy", "other"], mine
+            assert not [k for t, k in mine if t == "Node"], mine
+            everything = await stream_keys(ROOT)
+            assert [k for t, k in everything if t == "Event"] == ["deploy", "secret", "other"]
+            assert ("Node", "a1") in everything
+            r = await a.client.get("/v1/event/stream", params={"token": "who-knows"})
+            assert (r.status_code, r.text) == (403, "ACL not found")
+
+            sink = b'{"Type": "webhook", "Topics": {"Event": ["*"]}, "Address": "http://127.0.0.1:9/x"}'
+            status, text = await call(a, "PUT", "/v1/event/sink/s1", "reader-all", sink)
+            assert status == 403 and "'operator:write'" in text, text
+            status, text = await call(a, "GET", "/v1/event/sinks", "denier", None)
+            assert status == 403 and "'operator:read'" in text, text
+            status, text = await call(a, "PUT", "/v1/event/sink/s1", "operator", sink)
+            assert status == 200, text
+            assert [s["ID"] for s in (await a.client.get(
+                "/v1/event/sinks", headers={"X-Consul-Token": "reader-all"})).json()] == ["s1"]
+
+
 async def test_fire_denied_broadcasts_nothing_and_lists_are_filtered() -> None:
     with trio.fail_after(30):
         async with acl_agent("deny") as a:
