@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from agent.agent import Agent
@@ -23,9 +24,10 @@ def build_router(agent: Agent, hub: MonitorHub | None = None) -> Router:
             return await fn(agent, req)
         return handler
 
+    polls = event_api.list_polls(agent)
     routes: list[tuple[str, str, Endpoint]] = [
         ("PUT", "/v1/event/fire/{name...}", event_api.fire),
-        ("GET", "/v1/event/list", event_api.list_events),
+        ("GET", "/v1/event/list", partial(event_api.list_events, polls=polls)),
         ("GET", "/v1/agent/members", agent_api.members),
         ("GET", "/v1/agent/self", agent_api.self_info),
         ("PUT", "/v1/agent/join/{address...}", agent_api.join),

@@ -1,0 +1,157 @@
+"""Parked long-polls, answered by one synchronous broadcast.
+
+A handler that has to wait for a change returns `LongPoll(polls, key, timeout)`; the shell
+then parks the connection in `polls` under `key`. A parked long-poll costs an entry in a dict
+and its connection task asleep in one `wait_task_rescheduled` (no watcher task, no
+`trio.Event`; the shell's epoll set notices a hang-up).
+
+`LongPolls.notify()` is called synchronously by whoever changed the data. For each key that
+has parked requests it asks `changed(key)`; for a changed key it renders the answer once
+(`render(key)`), serializes the whole HTTP response once, and writes those same bytes to every
+parked socket of that key with a non-blocking `os.write`, in one plain loop. Only then are the
+parked tasks rescheduled; they do h11's bookkeeping and send whatever the kernel did not take
+at once. This is what lets one agent answer 10,000 parked long-polls within ~0.1 s of an event
+(waking 10,000 tasks, each rendering and writing its own answer, takes over a second).
+Requests the loop cannot answer with shared bytes (not a plain socket, HEAD, HTTP/1.0,
+`Connection: close`, a server that is shutting down) get the same rendered `Response` through
+the shell's normal path when they wake. A request whose `timeout` passes is answered with
+`render(key)` as it stands then.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+
+import trio
+
+from .types import Response
+
+__all__ = ["Answer", "LongPolls", "response_bytes"]
+
+log = logging.getLogger("rumor.http")
+
+_REASONS = {int(s): s.phrase.encode("ascii") for s in HTTPStatus}
+
+
+def response_bytes(resp: Response, date: bytes) -> bytes:
+    """`resp` as one complete HTTP/1.1 message (Date, Content-Length, then its headers)."""
+    parts = [
+        b"HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Length: %d\r\n"
+        % (resp.status, _REASONS.get(resp.status, b""), date, len(resp.body))
+    ]
+    for name, value in resp.headers:
+        parts.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
+    parts.append(b"\r\n")
+    parts.append(resp.body)
+    return b"".join(parts)
+
+
+@dataclass(slots=True, frozen=True)
+class Answer:
+    """What a parked request is woken with.
+
+    `wire` is None when the shell must still send `response` itself; otherwise the first
+    `sent` bytes of `wire` are already on the socket (`sent` -1: the socket is broken)."""
+
+    response: Response
+    wire: bytes | None = None
+    sent: int = 0
+
+
+class _Waiter:
+    __slots__ = ("answer", "fd", "task")
+
+    def __init__(self, task: trio.lowlevel.Task, fd: int) -> None:
+        self.task, self.fd = task, fd
+        self.answer: Answer | None = None
+
+
+class LongPolls:
+    """Parked requests grouped by key; `notify()` answers every changed key in one loop.
+
+    `parked` is the number parked now; `on_count(delta)`, if given, is told of every change
+    (the agent keeps its "blocking queries parked" gauge with it). `last_fanout` holds the
+    seconds the last broadcast took and how many requests it answered."""
+
+    def __init__(
+        self,
+        changed: Callable[[Hashable], bool],
+        render: Callable[[Hashable], Response],
+        on_count: Callable[[int], None] | None = None,
+    ) -> None:
+        self._changed, self._render, self._on_count = changed, render, on_count
+        self._parked: dict[Hashable, dict[_Waiter, None]] = {}
+        self.parked = 0
+        self.last_fanout = (0.0, 0)
+
+    def _count(self, delta: int) -> None:
+        self.parked += delta
+        if self._on_count is not None:
+            self._on_count(delta)
+
+    async def wait(self, key: Hashable, timeout: float, fd: int = -1) -> Answer:
+        """Park until `key` changes (then, if `fd` >= 0, the answer is written to it) or
+        `timeout` seconds pass; a cancellation (the client hung up) just unparks."""
+        if self._changed(key):
+            await trio.lowlevel.checkpoint()
+            return Answer(self._render(key))
+        waiter = _Waiter(trio.lowlevel.current_task(), fd)
+        group = self._parked.setdefault(key, {})
+        group[waiter] = None
+        self._count(1)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._unpark(key, waiter)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        with trio.move_on_after(max(timeout, 0.0)):
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        if waiter.answer is None:  # timed out: answer with what there is now
+            return Answer(self._render(key))
+        return waiter.answer
+
+    def _unpark(self, key: Hashable, waiter: _Waiter) -> None:
+        group = self._parked.get(key)
+        if group is not None and group.pop(waiter, 0) is None:
+            self._count(-1)
+            if not group:
+                del self._parked[key]
+
+    def notify(self) -> None:
+        """The data changed: answer every parked request whose key `changed`."""
+        if not self._parked:
+            return
+        started = time.perf_counter()
+        answered = 0
+        date = formatdate(usegmt=True).encode("ascii")
+        for key in [k for k in self._parked if self._changed(k)]:
+            group = self._parked.pop(key)
+            try:
+                resp = self._render(key)
+            except Exception:
+                log.exception("rendering the answer to parked requests failed")
+                resp = Response.text("Internal Server Error", 500)
+            wire = response_bytes(resp, date)
+            plain = Answer(resp)
+            write = os.write
+            for waiter in group:
+                if waiter.fd < 0:
+                    waiter.answer = plain
+                else:
+                    try:
+                        sent = write(waiter.fd, wire)
+                    except BlockingIOError:
+                        sent = 0
+                    except OSError:
+                        sent = -1
+                    waiter.answer = Answer(resp, wire, sent)
+                trio.lowlevel.reschedule(waiter.task)
+            answered += len(group)
+            self._count(-len(group))
+        self.last_fanout = (time.perf_counter() - started, answered)
