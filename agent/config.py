@@ -69,6 +69,7 @@ class AgentConfig:
     event_buffer: int = 256
     gossip_profile: str = "lan"
     leave_on_terminate: bool = True
+    http_max_conns_per_client: int = 200
 
     def encrypt_key(self) -> bytes | None:
         """The decoded gossip key, or None when encryption is off."""
@@ -219,6 +220,8 @@ _FIELDS: tuple[_Field, ...] = (
            "Gossip timing profile: lan, wan or local."),
     _Field("leave_on_terminate", "bool", "leave_on_terminate", None,
            "Leave gracefully on SIGTERM."),
+    _Field("http_max_conns_per_client", "int", "limits.http_max_conns_per_client", None,
+           "Open HTTP connections allowed per client IP (0 = no limit)."),
 )
 _BY_NAME = {f.name: f for f in _FIELDS}
 _BY_FILE_KEY = {f.file_key: f for f in _FIELDS if f.file_key}
@@ -309,10 +312,10 @@ def _file_layer(path: str) -> _Layer:
         raise ConfigError(f"{where}: top level must be a JSON object")
     layer: _Layer = []
     for key, value in data.items():
-        if key == "ports":
+        if key in ("ports", "limits"):
             if not isinstance(value, dict):
-                raise ConfigError(f"{where}: ports: must be an object")
-            items = [(f"ports.{k}", v) for k, v in value.items()]
+                raise ConfigError(f"{where}: {key}: must be an object")
+            items = [(f"{key}.{k}", v) for k, v in value.items()]
         else:
             items = [(key, value)]
         for dotted, v in items:
@@ -490,6 +493,9 @@ def _build(values: dict[str, Any], origin: dict[str, str]) -> AgentConfig:
     buf = out.get("event_buffer", 256)
     if not 1 <= buf <= 65536:
         raise err("event_buffer", f"must be 1-65536, got {buf}")
+    conns = out.get("http_max_conns_per_client", 200)
+    if not 0 <= conns <= 1_000_000:
+        raise err("http_max_conns_per_client", f"must be 0-1000000, got {conns}")
     profile = str(out.get("gossip_profile", "lan")).lower()
     if profile not in GOSSIP_PROFILES:
         raise err("gossip_profile", f"must be one of lan, wan, local, got {profile!r}")

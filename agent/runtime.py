@@ -44,7 +44,8 @@ async def _main(config: AgentConfig, hub: object) -> int:
             nursery.cancel_scope.cancel()
             return _fatal(str(exc))
         router = build_router(agent, hub)
-        limits = Limits(max_body_bytes=max(config.event_size_limit, 64 * 1024))
+        limits = Limits(max_body_bytes=max(config.event_size_limit, 64 * 1024),
+                        max_conns_per_client=config.http_max_conns_per_client)
         try:
             http_port = await nursery.start(
                 partial(serve_http, router, config.client_addr, config.http_port,

@@ -6,15 +6,17 @@ Owns the policy the accept loop applies before a connection is served:
   `limits.http_max_conns_per_client`, default 200, 0 = no limit; Consul applies it through
   go-connlimit). The next one is answered at once with Consul's 429 and closed; it was never
   counted.
-* **Total**: `Limits.max_connections` counts connections that are *not* parked in a long-poll
-  (those are capped by `Limits.max_parked` instead, see `fanout.py`), so parked queries can
-  never hold the slots a new request needs. At the cap, the server closes the keep-alive
-  connection that has been idle longest to make room; if none is idle, the newcomer gets 503.
+* **Total**: at `Limits.max_connections` open connections a newcomer is still accepted and
+  served: the keep-alive connection idle longest is closed to make room, else the oldest
+  parked long-poll is answered at once (as things stand, with `Connection: close`; a blocking
+  query may always return early and Consul clients simply ask again). Parked queries, capped
+  on their own by `Limits.max_parked` (see `fanout.py`), therefore never hold the slot a new
+  request needs. Only when every connection is busy in a handler does the newcomer get 503.
 * **Out of file descriptors** (EMFILE/ENFILE on accept): logged (at most once per second,
-  with a count), a connection idle longest (else a parked one) is closed so the next accept
-  can succeed, and a spare descriptor kept for this moment is released so the client waiting
-  in the kernel's queue is accepted, answered 503 and closed (then the spare is re-taken).
-  Without a spare the loop backs off 0.1 s. The agent never hangs or crashes on it.
+  with a count); room is made as above and the accept retried. If there is nothing to close,
+  a spare descriptor kept for this moment is released so the client waiting in the kernel's
+  queue is accepted, answered 503 and closed (then the spare is re-taken); without a spare
+  the loop backs off 0.1 s. The agent never hangs or crashes on it.
 """
 
 from __future__ import annotations
@@ -58,17 +60,22 @@ def too_many_connections(limit: int) -> bytes:
 OUT_OF_FILES = refusal(503, "The agent is out of file descriptors; retry later\n")
 
 
-async def refuse(stream: trio.SocketStream, answer: bytes) -> None:
-    """Write `answer`, half-close, drain briefly, close (all bounded)."""
+async def refuse(stream: trio.SocketStream, answer: bytes, linger: bool = True) -> None:
+    """Write `answer`, half-close, drain (briefly if `linger`, else what is there), close."""
     try:
         with trio.move_on_after(REFUSE_WRITE_SECONDS):
             await stream.send_all(answer)
-        with trio.move_on_after(REFUSE_LINGER_SECONDS):
-            await stream.send_eof()
-            while await stream.receive_some(65536):
+        await stream.send_eof()
+        if linger:
+            with trio.move_on_after(REFUSE_LINGER_SECONDS):
+                while await stream.receive_some(65536):
+                    pass
+        else:  # just what already arrived, so that closing sends FIN rather than RST
+            fd = stream.socket.fileno()
+            while os.read(fd, 65536):
                 pass
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        pass
+        pass  # BlockingIOError included: nothing more to drain
     finally:
         await trio.aclose_forcefully(stream)
 
@@ -146,5 +153,5 @@ class OutOfFiles:
         except OSError:
             await trio.sleep(0.1)
         if stream is not None:
-            await refuse(stream, OUT_OF_FILES)  # bounded: at most ~0.55 s, a back-off too
+            await refuse(stream, OUT_OF_FILES, linger=False)
         self.spare = self._take()

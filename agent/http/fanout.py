@@ -95,9 +95,12 @@ class LongPolls:
         if self._on_count is not None:
             self._on_count(delta)
 
-    async def wait(self, key: Hashable, timeout: float, fd: int = -1) -> Answer:
+    async def wait(
+        self, key: Hashable, timeout: float, fd: int = -1, scope: trio.CancelScope | None = None
+    ) -> Answer:
         """Park until `key` changes (then, if `fd` >= 0, the answer is written to it) or
-        `timeout` seconds pass; a cancellation (the client hung up) just unparks."""
+        `timeout` seconds pass or `scope` is cancelled (then: answered as things stand);
+        a cancellation from outside (the client hung up) just unparks."""
         if self._changed(key):
             await trio.lowlevel.checkpoint()
             return Answer(self._render(key))
@@ -110,7 +113,10 @@ class LongPolls:
             self._unpark(key, waiter)
             return trio.lowlevel.Abort.SUCCEEDED
 
-        with trio.move_on_after(max(timeout, 0.0)):
+        if scope is None:
+            scope = trio.CancelScope()
+        scope.deadline = min(scope.deadline, trio.current_time() + max(timeout, 0.0))
+        with scope:
             await trio.lowlevel.wait_task_rescheduled(abort)
         if waiter.answer is None:  # timed out: answer with what there is now
             return Answer(self._render(key))

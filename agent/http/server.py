@@ -75,7 +75,7 @@ class Limits:
     header_timeout: float = 10.0  # complete request head within this -> else 408 + close
     idle_timeout: float = 60.0  # keep-alive wait for the next request -> silent close
     body_timeout: float = 30.0  # complete request body within this -> else 408 + close
-    max_connections: int = 10_000  # not parked; at the cap the longest idle one is closed
+    max_connections: int = 20_000  # at the cap one idle or parked connection makes room
     max_parked: int = 16_384  # parked long-polls; more get 503
     max_conns_per_client: int = 200  # per client IP, 0 = no cap; more get 429 (Consul's)
     write_timeout: float = 30.0  # one write of a response (or chunk) -> else close
@@ -155,7 +155,8 @@ class _Connection:
         self.raw_headers: Sequence[tuple[bytes, bytes]] = []  # of the current request, for WS
         self.raw_target = b""
         self.server = server
-        self.parked = False  # in a long-poll (not counted against max_connections)
+        self.parked = False  # in a long-poll
+        self.poll_scope = trio.CancelScope()  # cancelled: answer the long-poll now
         self.evicted = False  # closed by the server to make room
         self.spawn: Callable[..., object]  # start_soon of a nursery, for the fallback watcher
 
@@ -450,10 +451,11 @@ class _Connection:
             fd = self.stream.socket.fileno()
         watch = self._start_watch()
         self.parked = True
+        self.poll_scope = trio.CancelScope()
         if server is not None:
             server.parked += 1
         try:
-            answer = await poll.polls.wait(poll.key, poll.timeout, fd)
+            answer = await poll.polls.wait(poll.key, poll.timeout, fd, self.poll_scope)
         finally:
             self.parked = False
             if server is not None:
@@ -699,8 +701,10 @@ class _Server:
                     raise
                 if exc.errno in admission.FD_ERRNOS:
                     self.out_of_files.note(exc)
-                    self._make_room(parked_too=True)
-                    await self.out_of_files.answer_one(listener)
+                    if self._make_room(parked_too=True):
+                        await trio.sleep(0.001)  # let it close; then accept normally
+                    else:
+                        await self.out_of_files.answer_one(listener)
                 else:
                     log.error("accept failed (%s); retrying in 0.1 s", exc)
                     await trio.sleep(0.1)
@@ -723,7 +727,11 @@ class _Server:
             return False
         victim.evicted = True
         self.evicting += 1
-        victim.expire()
+        if victim.parked:  # answer it now, as things stand (Consul clients just ask again)
+            victim.closing = True
+            victim.poll_scope.cancel()
+        else:
+            victim.expire()
         return True
 
     async def _run_connection(self, stream: trio.SocketStream) -> None:
@@ -737,9 +745,7 @@ class _Server:
             return
         try:
             limit = self.limits.max_connections
-            if len(self.conns) - self.parked - self.evicting >= limit and not self._make_room(
-                parked_too=False
-            ):
+            if len(self.conns) - self.evicting >= limit and not self._make_room(parked_too=True):
                 await admission.refuse(stream, admission.too_many_connections(limit))
                 return
             conn = _Connection(stream, self.handler, self.limits, remote, self)
