@@ -41,7 +41,7 @@ from typing import Any, NoReturn
 import h11
 import trio
 
-from . import admission, websocket
+from . import admission
 from .types import (
     TEXT_PLAIN,
     AnyResponse,
@@ -570,6 +570,8 @@ class _Connection:
         return True
 
     async def _upgrade(self, result: WebSocketResponse) -> None:
+        from . import websocket  # wsproto is loaded when the first WebSocket arrives
+
         conn = self.conn
         if conn.their_state is not h11.MIGHT_SWITCH_PROTOCOL:  # type: ignore[attr-defined]
             await self._send_error(400)
