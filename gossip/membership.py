@@ -571,6 +571,19 @@ class Memberlist:
         timer = Suspicion(now, s.sender, k, lo, lo * self.cfg.suspicion_max_timeout_mult)
         self._suspicions[m.name] = timer
         self._sus_push(m.name, timer)
+        self._cap_confirmations()
+
+    def _cap_confirmations(self) -> None:
+        """rumor: confirmations can only come from members that are alive and not suspected
+        themselves; when fewer remain than a timer expects (the small side of a split, where
+        the whole far side is suspect), expect only those. memberlist keeps expecting them,
+        so the small side of a 2|3 split needs 16-22 s to declare the far side failed."""
+        confirmers = sum(1 for x in self.members.values() if x.state is State.ALIVE) - 1
+        if confirmers >= self.cfg.suspicion_mult - 2:
+            return
+        for name, timer in self._suspicions.items():
+            if timer.cap(confirmers):
+                self._sus_push(name, timer)
 
     def _suspicion_expired(self, now: float, name: str, s: Suspicion) -> None:
         del self._suspicions[name]

@@ -39,6 +39,7 @@ from gossip.state import State
 
 USER_EVENT_SIZE_HARD_LIMIT = 9 * 1024
 RECONNECT_FANOUT = 3  # expected reconnect attempts per failed member per interval
+RECONNECT_SOON = (0.5, 1.0, 2.0, 4.0)  # s after a failure: early retries, RECONNECT_FANOUT each
 BURST_EVENTS = 16  # new events within one second that make a burst (about one packet's worth)
 BURST_REPAIR_DELAY = 2.0  # seconds until the push-pull that repairs a burst's gaps
 TAG_MAGIC = 0xFF
@@ -223,6 +224,8 @@ class Serf(Delegate):
         self.gcfg = gossip or GossipConfig()
         self._next_reap = now + self.cfg.reap_interval
         self._next_reconnect = now + self.gcfg.reconnect_interval
+        self._next_periodic = self._next_reconnect
+        self._last_reconnect = now
         self._next_queue_check = now + 30.0
         self._burst_start, self._burst_new = -math.inf, 0  # burst detection for _spread
         self._gen = 0  # bumped by every change to what local_state() or _reconnect() read
@@ -266,7 +269,6 @@ class Serf(Delegate):
             self._next_reap = now + self.cfg.reap_interval
             self._reap(now)
         if now >= self._next_reconnect:
-            self._next_reconnect = now + self.gcfg.reconnect_interval
             self._reconnect(now)
         if now >= self._next_queue_check:
             self._next_queue_check = now + 30.0
@@ -495,6 +497,8 @@ class Serf(Delegate):
                     m.status = MemberStatus.LEAVING
             self.members[n.name] = m
         else:
+            if m.status is MemberStatus.FAILED and not self.left:
+                self._welcome_back(now, n)
             m.status = MemberStatus.ALIVE
             m.leave_time = 0.0
             m.addr, m.port, m.tags, m.vsn = n.addr, n.port, tags, n.vsn
@@ -511,6 +515,7 @@ class Serf(Delegate):
         elif m.status is MemberStatus.ALIVE:
             m.status = MemberStatus.FAILED
             kind = "failed"
+            self._next_reconnect = min(self._next_reconnect, now + RECONNECT_SOON[0])
         else:
             return
         m.leave_time = now
@@ -690,11 +695,44 @@ class Serf(Delegate):
         self._gen += 1
         self._out.append(MemberEvent("reap", _snapshot(m)))
 
+    def _welcome_back(self, now: float, n: Member) -> None:
+        """rumor: a failed member is alive again (often learnt by gossip, not by our own
+        reconnect push-pull): push-pull with it now, about RECONNECT_FANOUT times
+        cluster-wide, so the events each side fired meanwhile are exchanged at once instead
+        of at the next 30 s push-pull."""
+        alive = max(1, sum(1 for m in self.members.values()
+                           if m.status is MemberStatus.ALIVE) - 1)
+        if self.rng.random() < RECONNECT_FANOUT / alive:
+            self.ml.start_push_pull(now, (n.addr, n.port), join=False)
+
     def _reconnect(self, now: float) -> None:
+        """rumor: a failed member is retried soon (RECONNECT_SOON after its failure, about
+        RECONNECT_FANOUT attempts cluster-wide each time), then every reconnect_interval as
+        before, with each node's interval jittered (x0.5-1.5) so that nodes started together
+        do not all retry in the same instant and leave 5 s gaps after a healed split."""
+        interval = self.gcfg.reconnect_interval
         if self._failed[0] != self._gen:
             self._failed = (self._gen, [m for m in self.members.values()
                                         if m.status is MemberStatus.FAILED])
         failed = self._failed[1]
+        last, self._last_reconnect = self._last_reconnect, now
+        soon = math.inf
+        if failed and not self.left:
+            alive = max(1, sum(1 for m in self.members.values()
+                               if m.status is MemberStatus.ALIVE) - 1)
+            for m in failed:
+                for step in RECONNECT_SOON:
+                    due = m.leave_time + step
+                    if last < due <= now and self.rng.random() < RECONNECT_FANOUT / alive:
+                        self.ml.start_push_pull(now, (m.addr, m.port), join=False)
+                    if due > now:
+                        soon = min(soon, due)
+                        break
+        if now < self._next_periodic:
+            self._next_reconnect = min(self._next_periodic, soon)
+            return
+        self._next_periodic = now + interval * (0.5 + self.rng.random())
+        self._next_reconnect = min(self._next_periodic, soon)
         if not failed or self.left:
             return
         # Serf tries with probability failed/alive every 30 s; we try every 5 s, with
