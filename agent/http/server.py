@@ -31,10 +31,8 @@ import logging
 import math
 import os
 import select
-import time
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from dataclasses import dataclass
-from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, NoReturn
 
@@ -42,6 +40,7 @@ import h11
 import trio
 
 from . import admission
+from .fanout import http_date
 from .types import (
     TEXT_PLAIN,
     AnyResponse,
@@ -83,16 +82,6 @@ class Limits:
 
 
 _REASONS = {int(s): s.phrase.encode("ascii") for s in HTTPStatus}
-_date_second = -1
-_date_value = b""
-
-
-def _http_date() -> bytes:
-    global _date_second, _date_value
-    now = int(time.time())
-    if now != _date_second:
-        _date_second, _date_value = now, formatdate(now, usegmt=True).encode("ascii")
-    return _date_value
 
 
 class _Resume:
@@ -490,7 +479,7 @@ class _Connection:
             self.phase, self.deadline = phase, deadline
 
     def _head(self, status: int, headers: list[tuple[str, str]], size: int | None) -> h11.Response:
-        fields: list[tuple[bytes | str, bytes | str]] = [(b"Date", _http_date())]
+        fields: list[tuple[bytes | str, bytes | str]] = [(b"Date", http_date())]
         if size is not None and status != 204 and status != 304:
             fields.append((b"Content-Length", b"%d" % size))
         fields.extend(headers)
