@@ -584,6 +584,10 @@ class Memberlist:
         for name, timer in self._suspicions.items():
             if timer.cap(confirmers):
                 self._sus_push(name, timer)
+                if confirmers > 0:  # our accusation again, for the few who can confirm it
+                    m = self.members[name]
+                    sus = wire.Suspect(m.incarnation, name, self.name)
+                    self.queue.queue(wire.encode(sus), key=name)
 
     def _suspicion_expired(self, now: float, name: str, s: Suspicion) -> None:
         del self._suspicions[name]
