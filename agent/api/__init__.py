@@ -36,7 +36,7 @@ def build_router(agent: Agent, hub: MonitorHub | None = None) -> Router:
         ("GET", "/v1/agent/services", agent_api.services),
         ("PUT", "/v1/agent/service/register", agent_api.register_service),
         ("PUT", "/v1/agent/service/deregister/{id...}", agent_api.deregister_service),
-        ("GET", "/v1/agent/metrics", agent_api.metrics),
+        ("GET", "/v1/agent/metrics", partial(agent_api.metrics, polls=polls)),
     ]
     if hub is not None:
         routes.append(("GET", "/v1/agent/monitor", agent_api.monitor(hub)))

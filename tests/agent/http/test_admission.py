@@ -132,6 +132,8 @@ async def test_with_the_parked_cap_reached_a_new_clients_fire_is_answered_and_wa
                 with trio.move_on_after(1):
                     closed += await raw.at_eof()
             assert closed >= 1  # the idle keep-alive connections made room
+            metrics = (await a.client.get("/v1/agent/metrics?format=prometheus")).text
+            assert f"\nrumor_blocking_fanout_last_answered {parked_cap}\n" in metrics
             for raw in [*parked, *idle, one_more, fire]:
                 await raw.stream.aclose()
 
