@@ -40,6 +40,7 @@ from gossip.state import State
 USER_EVENT_SIZE_HARD_LIMIT = 9 * 1024
 RECONNECT_FANOUT = 3  # expected reconnect attempts per failed member per interval
 RECONNECT_SOON = (0.5, 1.0, 2.0, 4.0)  # s after a failure: early retries, RECONNECT_FANOUT each
+RECONNECT_SLICES = 2  # the periodic retry runs this often per interval, as likely in total
 BURST_EVENTS = 16  # new events within one second that make a burst (about one packet's worth)
 BURST_REPAIR_DELAY = 2.0  # seconds until the push-pull that repairs a burst's gaps
 TAG_MAGIC = 0xFF
@@ -708,8 +709,11 @@ class Serf(Delegate):
     def _reconnect(self, now: float) -> None:
         """rumor: a failed member is retried soon (RECONNECT_SOON after its failure, about
         RECONNECT_FANOUT attempts cluster-wide each time), then every reconnect_interval as
-        before, with each node's interval jittered (x0.5-1.5) so that nodes started together
-        do not all retry in the same instant and leave 5 s gaps after a healed split."""
+        before. The periodic check runs RECONNECT_SLICES times per interval, each jittered
+        (x0.5-1.5) so that nodes started together do not retry in step, with the probability
+        divided accordingly: a big cluster sends as many attempts as before, a small one
+        (where every node already tried every interval) up to RECONNECT_SLICES times as many,
+        which keeps a healed split from waiting seconds for its first crossing attempt."""
         interval = self.gcfg.reconnect_interval
         if self._failed[0] != self._gen:
             self._failed = (self._gen, [m for m in self.members.values()
@@ -731,7 +735,7 @@ class Serf(Delegate):
         if now < self._next_periodic:
             self._next_reconnect = min(self._next_periodic, soon)
             return
-        self._next_periodic = now + interval * (0.5 + self.rng.random())
+        self._next_periodic = now + interval / RECONNECT_SLICES * (0.5 + self.rng.random())
         self._next_reconnect = min(self._next_periodic, soon)
         if not failed or self.left:
             return
@@ -741,7 +745,7 @@ class Serf(Delegate):
         # and a split with many failed members is retried by everyone.
         alive = max(1, sum(1 for m in self.members.values() if m.status is MemberStatus.ALIVE)
                     - 1)
-        if self.rng.random() < RECONNECT_FANOUT * len(failed) / alive:
+        if self.rng.random() < RECONNECT_FANOUT * len(failed) / alive / RECONNECT_SLICES:
             m = self.rng.choice(failed)
             self.ml.start_push_pull(now, (m.addr, m.port), join=False)
 
