@@ -425,7 +425,7 @@ class _Connection:
 
     async def _long_poll(self, req: Request, poll: LongPoll) -> bool:
         """Park in `poll.polls` (fanout.py); answer with what it wrote or rendered."""
-        limits, server = self.limits, self.server
+        limits = self.limits
         if poll.polls.parked >= limits.max_parked:
             text = f"Too many blocking queries parked (the limit is {limits.max_parked}); retry"
             return await self._send_response(req, Response.text(text, 503))
@@ -441,14 +441,10 @@ class _Connection:
         watch = self._start_watch()
         self.parked = True
         self.poll_scope = trio.CancelScope()
-        if server is not None:
-            server.parked += 1
         try:
             answer = await poll.polls.wait(poll.key, poll.timeout, fd, self.poll_scope)
         finally:
             self.parked = False
-            if server is not None:
-                server.parked -= 1
             await self._stop_watch(watch)
         if answer.wire is None:
             return await self._send_response(req, answer.response)
@@ -632,7 +628,6 @@ class _Server:
     def __init__(self, handler: Handler, limits: Limits) -> None:
         self.handler, self.limits = handler, limits
         self.conns: set[_Connection] = set()
-        self.parked = 0  # of conns, parked in a long-poll
         self.evicting = 0  # of conns, closed to make room but not gone yet
         self.clients = admission.ClientCounts(limits.max_conns_per_client)
         self.out_of_files = admission.OutOfFiles()
