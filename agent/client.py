@@ -8,11 +8,14 @@ are returned to the caller, which knows how to word them.
 
 from __future__ import annotations
 
-import http.client
+import http  # http.client (and the email package it pulls in, ~1 MB) on first use
 import socket
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import http.client
 
 DEFAULT_ADDR = "127.0.0.1:8500"
 DEFAULT_TIMEOUT = 10.0
@@ -86,6 +89,8 @@ class Client:
         self.display = f"{host}:{self.port}"
 
     def _connect(self, timeout: float | None) -> http.client.HTTPConnection:
+        import http.client  # every request starts here, so the except clauses may name it
+
         cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
         conn = cls(self.host, self.port, timeout=timeout)
         try:
