@@ -204,3 +204,30 @@ def _try_fire(agent: AgentProcess) -> int | None:
 
 if sys.platform != "linux":  # RLIMIT_NOFILE + preexec_fn are POSIX; epoll is Linux
     del test_out_of_file_descriptors_neither_hangs_nor_crashes_the_agent
+
+
+async def test_at_the_total_cap_the_oldest_parked_query_is_answered_early(
+    nursery: trio.Nursery,
+) -> None:
+    from tests.agent.http.test_fanout import Topics, get, parked, serve
+
+    topics = Topics()
+    port = await serve(nursery, topics, max_connections=3)
+    with trio.fail_after(10):
+        polls = []
+        for _ in range(3):
+            raw = await connect("127.0.0.1", port)
+            await raw.send(get("a", 0))
+            polls.append(raw)
+            await parked(topics, len(polls))  # so that polls[0] is the oldest
+        newcomer = await connect("127.0.0.1", port)
+        await newcomer.send(get("b", 5))  # changed at once: answered, not parked
+        status, _, body = await newcomer.response()
+        assert (status, body) == (200, b"b=0;")
+        status, headers, body = await polls[0].response()  # as things stand, then closed
+        assert (status, body, headers["connection"]) == (200, b"a=0;", "close")
+        assert await polls[0].at_eof()
+        assert topics.polls.parked == 2
+        topics.bump("a")
+        for raw in polls[1:]:
+            assert (await raw.response())[2] == b"a=1;"
