@@ -55,3 +55,33 @@ def test_a_two_three_split_heals_within_two_seconds(seed: int) -> None:
 def test_a_cut_off_node_is_back_with_the_events_within_two_seconds(seed: int) -> None:
     _, took = _split_and_heal(seed, [["n0"], ["n1", "n2", "n3", "n4"]], hold=10)
     assert took <= 2.0, took
+
+
+def test_a_dead_member_is_retried_no_more_often_than_before() -> None:
+    """Early retries and the split periodic check keep the long-run rate of attempts at a
+    lone dead member where it was: ~RECONNECT_FANOUT per 5 s across the cluster (here each of
+    the 4 survivors tried every 5 s: 0.8 attempts/s), plus a few early ones."""
+    c = SerfCluster(5, seed=11, link=Link())
+    c.join_all()
+    names = {x.name for x in c.nodes}
+    c.run_until(lambda: c.all_see(names), timeout=30)
+    c.run(5)
+    dead = c.addr["n4"]
+    attempts: list[float] = []
+    route = c.sim._stream
+
+    def counting(src: tuple[str, int], req: object) -> None:
+        if getattr(req, "addr", None) == dead:
+            attempts.append(c.sim.now)
+        route(src, req)  # type: ignore[arg-type]
+
+    c.sim._stream = counting  # type: ignore[method-assign]
+    c.crash("n4")
+    c.run_until(lambda: c.sees(c.live(), {"n4"}, MemberStatus.FAILED), timeout=60)
+    start = c.sim.now
+    c.run(300)
+    late = [t for t in attempts if t >= start + 5]
+    rate = len(late) / (c.sim.now - start - 5)
+    assert 0.4 < rate < 1.2, rate  # 0.8/s expected, as before the change
+    # the early retries: 0.5/1/2/4 s after the failure, each survivor here (3 / 3 alive = 1)
+    assert len([t for t in attempts if start <= t < start + 5]) <= 4 * 4 + 8
