@@ -584,17 +584,26 @@ class Memberlist:
         for name, timer in self._suspicions.items():
             if timer.cap(confirmers):
                 self._sus_push(name, timer)
-                if confirmers > 0:  # our accusation again, for the few who can confirm it
-                    m = self.members[name]
-                    sus = wire.Suspect(m.incarnation, name, self.name)
-                    self.queue.queue(wire.encode(sus), key=name)
+                m = self.members[name]  # our accusation, straight to the few who can confirm
+                self._tell_confirmers(wire.encode(wire.Suspect(m.incarnation, name, self.name)))
+
+    def _tell_confirmers(self, msg: bytes) -> None:
+        """rumor: when only a few members are alive and unsuspected (the small side of a
+        split), send them ``msg`` directly: gossip spends most of its few transmissions on
+        the unreachable side, so they could miss it and wait for their own timers."""
+        few = [x for x in self.members.values() if x.state is State.ALIVE and x is not self.local]
+        if len(few) < self.cfg.suspicion_mult - 2:
+            for x in few:
+                self._send_to(x.address, [msg], x)
 
     def _suspicion_expired(self, now: float, name: str, s: Suspicion) -> None:
         del self._suspicions[name]
         m = self.members.get(name)
         if m is None or m.state is not State.SUSPECT:
             return
-        self._dead(now, wire.Dead(m.incarnation, name, self.name))
+        dead = wire.Dead(m.incarnation, name, self.name)
+        self._dead(now, dead)
+        self._tell_confirmers(wire.encode(dead))
 
     def _dead(self, now: float, d: wire.Dead) -> None:
         m = self.members.get(d.node)
