@@ -13,7 +13,8 @@ reconnect), with rumor's improvements, each documented where it is made:
   them to the 30 s push-pull);
 * the dedup window (``event_buffer``) is larger than Serf's 512 so bursts are not dropped as
   "too old";
-* failed members are re-contacted every ``reconnect_interval`` (Serf: 30 s, throttled).
+* failed members are re-contacted every ``reconnect_interval`` (Serf: 30 s, throttled), and
+  soon after they failed; a member alive again after failing gets a push-pull at once.
 """
 
 from __future__ import annotations
