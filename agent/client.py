@@ -8,12 +8,15 @@ are returned to the caller, which knows how to word them.
 
 from __future__ import annotations
 
-import http.client
+import http  # http.client (and the email package it pulls in, ~1 MB) on first use
 import socket
 import ssl
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import http.client
 
 DEFAULT_ADDR = "127.0.0.1:8500"
 DEFAULT_TIMEOUT = 10.0
@@ -98,6 +101,8 @@ class Client:
         self.display = f"{host}:{self.port}"
 
     def _connect(self, timeout: float | None) -> http.client.HTTPConnection:
+        import http.client  # every request starts here, so the except clauses may name it
+
         conn: http.client.HTTPConnection
         if self.scheme == "https":
             conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout,

@@ -84,6 +84,7 @@ class AgentConfig:
     tls_key_file: str | None = None
     tls_verify_incoming: bool = False
     rejoin_after_leave: bool = False
+    http_max_conns_per_client: int = 200
 
     def encrypt_key(self) -> bytes | None:
         """The decoded gossip key, or None when encryption is off."""
@@ -262,6 +263,8 @@ _FIELDS: tuple[_Field, ...] = (
            "Require HTTPS clients to present a certificate signed by the CA."),
     _Field("rejoin_after_leave", "bool", "rejoin_after_leave", "rejoin",
            "Rejoin the members in the data dir's snapshot even after a graceful leave."),
+    _Field("http_max_conns_per_client", "int", "limits.http_max_conns_per_client", None,
+           "Open HTTP connections allowed per client IP (0 = no limit)."),
 )
 _BY_NAME = {f.name: f for f in _FIELDS}
 _BY_FILE_KEY = {f.file_key: f for f in _FIELDS if f.file_key}
@@ -271,7 +274,7 @@ for _key in ("ca_file", "cert_file", "key_file", "verify_incoming"):
 # ... and the pre-1.11 names of two ACL tokens
 _BY_FILE_KEY["acl.tokens.master"] = _BY_FILE_KEY["acl.tokens.initial_management"]
 _BY_FILE_KEY["acl.tokens.agent_master"] = _BY_FILE_KEY["acl.tokens.agent_recovery"]
-_NESTED = ("ports", "acl", "acl.tokens", "tls", "tls.defaults", "tls.https")
+_NESTED = ("ports", "limits", "acl", "acl.tokens", "tls", "tls.defaults", "tls.https")
 
 _FLAG_KIND = {"list": "list", "meta": "list", "bool": "bool"}
 AGENT_FLAGS: tuple[FlagSpec, ...] = (
@@ -556,6 +559,9 @@ def _build(values: dict[str, Any], origin: dict[str, str]) -> AgentConfig:
     sbuf = out.get("stream_buffer", 10_000)
     if not 1 <= sbuf <= 1_000_000:
         raise err("stream_buffer", f"must be 1-1000000, got {sbuf}")
+    conns = out.get("http_max_conns_per_client", 200)
+    if not 0 <= conns <= 1_000_000:
+        raise err("http_max_conns_per_client", f"must be 0-1000000, got {conns}")
     profile = str(out.get("gossip_profile", "lan")).lower()
     if profile not in GOSSIP_PROFILES:
         raise err("gossip_profile", f"must be one of lan, wan, local, got {profile!r}")

@@ -17,7 +17,6 @@ Errors are ``ValueError`` with Go's own message texts (``time: invalid duration 
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 
 __all__ = [
     "format_go_duration",
@@ -111,8 +110,8 @@ def parse_go_duration_ns(text: str) -> int:
             raise invalid
         value = int(int_digits or "0") * unit
         if frac_digits.strip("0"):
-            frac = Fraction(int(frac_digits), 10 ** len(frac_digits))
-            value += int(frac * unit)  # truncation toward zero, like Go's uint64 conversion
+            # digits/10**k of a unit, truncated toward zero like Go's uint64 conversion
+            value += int(frac_digits) * unit // 10 ** len(frac_digits)
         total += value
         if total > _MIN_MAGNITUDE:
             raise invalid

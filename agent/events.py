@@ -27,7 +27,7 @@ import random
 import re
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -368,6 +368,7 @@ class EventStore:
         self.loaded = 0
         self.persist_errors = 0
         self._changed = trio.Event()
+        self.on_add: list[Callable[[], None]] = []  # called synchronously after each add
         self._path = path
         self._fh: IO[str] | None = None
         self._lines = 0
@@ -393,6 +394,8 @@ class EventStore:
         self._append_record(seq, ev)
         changed, self._changed = self._changed, trio.Event()
         changed.set()
+        for callback in self.on_add:
+            callback()
         return True
 
     def _insert(self, seq: int, ev: UserEvent) -> int:

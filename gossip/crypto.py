@@ -21,9 +21,10 @@ import binascii
 import os
 import struct
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+if TYPE_CHECKING:  # imported when a Keyring is built: an agent without a key never loads it
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gossip.errors import DecodeError
 
@@ -113,6 +114,10 @@ class Keyring:
         nonce_source: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self._keys: list[bytes] = []
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._aesgcm, self._invalid_tag = AESGCM, InvalidTag
         self._ciphers: dict[bytes, AESGCM] = {}
         self._nonce_source = nonce_source
         for key in keys:
@@ -136,7 +141,7 @@ class Keyring:
         key = validate_key(key)
         if key in self._ciphers:
             return
-        self._ciphers[key] = AESGCM(key)
+        self._ciphers[key] = self._aesgcm(key)
         self._keys.append(key)
 
     def use(self, key: bytes) -> None:
@@ -181,7 +186,7 @@ class Keyring:
         for key in self._keys:
             try:
                 plain = self._ciphers[key].decrypt(nonce, sealed, aad)
-            except InvalidTag:
+            except self._invalid_tag:
                 continue
             return _pkcs7_unpad(plain) if version == 0 else plain
         raise DecodeError("no installed key could decrypt the message")

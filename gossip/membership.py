@@ -580,13 +580,39 @@ class Memberlist:
         timer = Suspicion(now, s.sender, k, lo, lo * self.cfg.suspicion_max_timeout_mult)
         self._suspicions[m.name] = timer
         self._sus_push(m.name, timer)
+        self._cap_confirmations()
+
+    def _cap_confirmations(self) -> None:
+        """rumor: confirmations can only come from members that are alive and not suspected
+        themselves; when fewer remain than a timer expects (the small side of a split, where
+        the whole far side is suspect), expect only those. memberlist keeps expecting them,
+        so the small side of a 2|3 split needs 16-22 s to declare the far side failed."""
+        confirmers = sum(1 for x in self.members.values() if x.state is State.ALIVE) - 1
+        if confirmers >= self.cfg.suspicion_mult - 2:
+            return
+        for name, timer in self._suspicions.items():
+            if timer.cap(confirmers):
+                self._sus_push(name, timer)
+                m = self.members[name]  # our accusation, straight to the few who can confirm
+                self._tell_confirmers(wire.encode(wire.Suspect(m.incarnation, name, self.name)))
+
+    def _tell_confirmers(self, msg: bytes) -> None:
+        """rumor: when only a few members are alive and unsuspected (the small side of a
+        split), send them ``msg`` directly: gossip spends most of its few transmissions on
+        the unreachable side, so they could miss it and wait for their own timers."""
+        few = [x for x in self.members.values() if x.state is State.ALIVE and x is not self.local]
+        if len(few) < self.cfg.suspicion_mult - 2:
+            for x in few:
+                self._send_to(x.address, [msg], x)
 
     def _suspicion_expired(self, now: float, name: str, s: Suspicion) -> None:
         del self._suspicions[name]
         m = self.members.get(name)
         if m is None or m.state is not State.SUSPECT:
             return
-        self._dead(now, wire.Dead(m.incarnation, name, self.name))
+        dead = wire.Dead(m.incarnation, name, self.name)
+        self._dead(now, dead)
+        self._tell_confirmers(wire.encode(dead))
 
     def _dead(self, now: float, d: wire.Dead) -> None:
         m = self.members.get(d.node)

@@ -13,7 +13,8 @@ reconnect), with rumor's improvements, each documented where it is made:
   them to the 30 s push-pull);
 * the dedup window (``event_buffer``) is larger than Serf's 512 so bursts are not dropped as
   "too old";
-* failed members are re-contacted every ``reconnect_interval`` (Serf: 30 s, throttled).
+* failed members are re-contacted every ``reconnect_interval`` (Serf: 30 s, throttled), and
+  soon after they failed; a member alive again after failing gets a push-pull at once.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ log = logging.getLogger("rumor.gossip")
 
 USER_EVENT_SIZE_HARD_LIMIT = 9 * 1024
 RECONNECT_FANOUT = 3  # expected reconnect attempts per failed member per interval
+RECONNECT_SOON = (0.5, 1.0, 2.0, 4.0)  # s after a failure: early retries, RECONNECT_FANOUT each
+RECONNECT_SLICES = 2  # the periodic retry runs this often per interval, as likely in total
 BURST_EVENTS = 16  # new events within one second that make a burst (about one packet's worth)
 BURST_REPAIR_DELAY = 2.0  # seconds until the push-pull that repairs a burst's gaps
 TAG_MAGIC = 0xFF
@@ -238,6 +241,8 @@ class Serf(Delegate):
         self.gcfg = gossip or GossipConfig()
         self._next_reap = now + self.cfg.reap_interval
         self._next_reconnect = now + self.gcfg.reconnect_interval
+        self._next_periodic = self._next_reconnect
+        self._last_reconnect = now
         self._next_queue_check = now + 30.0
         self._burst_start, self._burst_new = -math.inf, 0  # burst detection for _spread
         self._gen = 0  # bumped by every change to what local_state() or _reconnect() read
@@ -283,7 +288,6 @@ class Serf(Delegate):
             self._next_reap = now + self.cfg.reap_interval
             self._reap(now)
         if now >= self._next_reconnect:
-            self._next_reconnect = now + self.gcfg.reconnect_interval
             self._reconnect(now)
         if now >= self._next_queue_check:
             self._next_queue_check = now + 30.0
@@ -533,6 +537,8 @@ class Serf(Delegate):
                     m.status = MemberStatus.LEAVING
             self.members[n.name] = m
         else:
+            if m.status is MemberStatus.FAILED and not self.left:
+                self._welcome_back(now, n)
             m.status = MemberStatus.ALIVE
             m.leave_time = 0.0
             m.addr, m.port, m.tags, m.vsn = n.addr, n.port, tags, n.vsn
@@ -549,6 +555,7 @@ class Serf(Delegate):
         elif m.status is MemberStatus.ALIVE:
             m.status = MemberStatus.FAILED
             kind = "failed"
+            self._next_reconnect = min(self._next_reconnect, now + RECONNECT_SOON[0])
         else:
             return
         m.leave_time = now
@@ -745,11 +752,47 @@ class Serf(Delegate):
         self._gen += 1
         self._out.append(MemberEvent("reap", _snapshot(m)))
 
+    def _welcome_back(self, now: float, n: Member) -> None:
+        """rumor: a failed member is alive again (often learnt by gossip, not by our own
+        reconnect push-pull): push-pull with it now, about RECONNECT_FANOUT times
+        cluster-wide, so the events each side fired meanwhile are exchanged at once instead
+        of at the next 30 s push-pull."""
+        alive = max(1, sum(1 for m in self.members.values()
+                           if m.status is MemberStatus.ALIVE) - 1)
+        if self.rng.random() < RECONNECT_FANOUT / alive:
+            self.ml.start_push_pull(now, (n.addr, n.port), join=False)
+
     def _reconnect(self, now: float) -> None:
+        """rumor: a failed member is retried soon (RECONNECT_SOON after its failure, about
+        RECONNECT_FANOUT attempts cluster-wide each time), then every reconnect_interval as
+        before. The periodic check runs RECONNECT_SLICES times per interval, each jittered
+        (x0.5-1.5) so that nodes started together do not retry in step, with the probability
+        divided accordingly: a big cluster sends as many attempts as before, a small one
+        (where every node already tried every interval) up to RECONNECT_SLICES times as many,
+        which keeps a healed split from waiting seconds for its first crossing attempt."""
+        interval = self.gcfg.reconnect_interval
         if self._failed[0] != self._gen:
             self._failed = (self._gen, [m for m in self.members.values()
                                         if m.status is MemberStatus.FAILED])
         failed = self._failed[1]
+        last, self._last_reconnect = self._last_reconnect, now
+        soon = math.inf
+        if failed and not self.left:
+            alive = max(1, sum(1 for m in self.members.values()
+                               if m.status is MemberStatus.ALIVE) - 1)
+            for m in failed:
+                for step in RECONNECT_SOON:
+                    due = m.leave_time + step
+                    if last < due <= now and self.rng.random() < RECONNECT_FANOUT / alive:
+                        self.ml.start_push_pull(now, (m.addr, m.port), join=False)
+                    if due > now:
+                        soon = min(soon, due)
+                        break
+        if now < self._next_periodic:
+            self._next_reconnect = min(self._next_periodic, soon)
+            return
+        self._next_periodic = now + interval / RECONNECT_SLICES * (0.5 + self.rng.random())
+        self._next_reconnect = min(self._next_periodic, soon)
         if not failed or self.left:
             return
         # Serf tries with probability failed/alive every 30 s; we try every 5 s, with
@@ -758,7 +801,7 @@ class Serf(Delegate):
         # and a split with many failed members is retried by everyone.
         alive = max(1, sum(1 for m in self.members.values() if m.status is MemberStatus.ALIVE)
                     - 1)
-        if self.rng.random() < RECONNECT_FANOUT * len(failed) / alive:
+        if self.rng.random() < RECONNECT_FANOUT * len(failed) / alive / RECONNECT_SLICES:
             m = self.rng.choice(failed)
             self.ml.start_push_pull(now, (m.addr, m.port), join=False)
 

@@ -43,5 +43,19 @@ class Suspicion:
         self.deadline = self.start + self._remaining(len(self.confirmations) - 1)
         return True
 
+    def cap(self, k: int) -> bool:
+        """At most ``k`` confirmations can still come (the other possible confirmers are
+        themselves suspected or gone): expect no more than that, so the timer shortens as
+        memberlist's would for a cluster that small. True if ``k`` was lowered."""
+        k = max(k, len(self.confirmations) - 1)
+        if k >= self.k:
+            return False
+        self.k = k
+        if k <= 0:
+            self.max = self.min
+        self.deadline = min(self.deadline,
+                            self.start + self._remaining(len(self.confirmations) - 1))
+        return True
+
     def expired(self, now: float) -> bool:
         return now >= self.deadline

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from agent.acl import ACLNotFound, PermissionDenied
@@ -34,9 +35,10 @@ def build_router(agent: Agent, hub: MonitorHub | None = None) -> Router:
                 raise HTTPError(403, str(exc)) from None
         return handler
 
+    polls = event_api.list_polls(agent)
     routes: list[tuple[str, str, Endpoint]] = [
         ("PUT", "/v1/event/fire/{name...}", event_api.fire),
-        ("GET", "/v1/event/list", event_api.list_events),
+        ("GET", "/v1/event/list", partial(event_api.list_events, polls=polls)),
         ("GET", "/v1/event/stream", stream_api.stream),
         ("POST", "/v1/event/stream", stream_api.stream),
         ("GET", "/v1/sys/events/subscribe/{type...}", stream_api.subscribe_ws),
@@ -52,7 +54,7 @@ def build_router(agent: Agent, hub: MonitorHub | None = None) -> Router:
         ("GET", "/v1/agent/services", agent_api.services),
         ("PUT", "/v1/agent/service/register", agent_api.register_service),
         ("PUT", "/v1/agent/service/deregister/{id...}", agent_api.deregister_service),
-        ("GET", "/v1/agent/metrics", agent_api.metrics),
+        ("GET", "/v1/agent/metrics", partial(agent_api.metrics, polls=polls)),
         ("PUT", "/v1/agent/reload", agent_api.reload),
         ("GET", "/v1/operator/keyring", operator_api.list_keys),
         ("POST", "/v1/operator/keyring", operator_api.install_key),

@@ -17,6 +17,7 @@ from agent.agent import Agent, JoinError, ReloadError
 from agent.api.auth import authorize
 from agent.api.event import pretty
 from agent.catalog import CatalogError, parse_registration
+from agent.http.fanout import LongPolls
 from agent.http.types import HTTPError, Request, Response, StreamResponse
 from agent.logs import MonitorHub, level_number
 
@@ -171,9 +172,12 @@ def metric_values(agent: Agent) -> tuple[dict[str, float], dict[str, float]]:
     return gauges, counters
 
 
-async def metrics(agent: Agent, req: Request) -> Response:
+async def metrics(agent: Agent, req: Request, polls: LongPolls | None = None) -> Response:
     _agent_right(agent, req, "read")
     gauges, counters = metric_values(agent)
+    if polls is not None:  # the last broadcast to parked blocking queries
+        gauges["rumor_blocking_fanout_last_seconds"] = polls.last_fanout[0]
+        gauges["rumor_blocking_fanout_last_answered"] = polls.last_fanout[1]
     if req.arg("format") == "prometheus":
         lines: list[str] = []
         for kind, values in (("gauge", gauges), ("counter", counters)):

@@ -8,12 +8,15 @@ datacenter, oversize payload: 413).
 from __future__ import annotations
 
 import functools
+from collections.abc import Hashable
 
+from agent.acl import Authorizer
 from agent.agent import Agent, FireError
 from agent.api.auth import authorize
 from agent.duration import parse_go_duration
 from agent.events import UserEvent, effective_wait
-from agent.http.types import HTTPError, Request, Response, go_json
+from agent.http.fanout import LongPolls
+from agent.http.types import HTTPError, LongPoll, Request, Response, go_json
 
 MAX_UINT64 = (1 << 64) - 1
 
@@ -60,19 +63,54 @@ def parse_wait(req: Request) -> float | None:
         raise HTTPError(400, "Invalid wait time") from None
 
 
-async def list_events(agent: Agent, req: Request) -> Response:
+def list_polls(agent: Agent) -> LongPolls:
+    """The agent's parked ``/v1/event/list`` queries, keyed by (name, index, pretty, the reader's
+    authorizer or None when it may read everything), answered
+    when an event changes their index; counted in the store's ``parked`` gauge."""
+    store = agent.store
+
+    def changed(key: Hashable) -> bool:
+        name, index, _, _ = key  # type: ignore[misc]
+        return store.index(name) != index
+
+    def render(key: Hashable) -> Response:
+        name, _, is_pretty, reader = key  # type: ignore[misc]
+        return _list_response(agent, name, is_pretty, reader)
+
+    def count(delta: int) -> None:
+        store.parked += delta
+
+    polls = LongPolls(changed, render, count)
+    store.on_add.append(polls.notify)
+    return polls
+
+
+async def list_events(agent: Agent, req: Request, polls: LongPolls | None = None
+                      ) -> Response | LongPoll:
+    """Consul's blocking list: with ``index`` > 0, park while the index for ``name`` equals
+    it (protocol.md §4.5); parked queries are answered by ``polls`` in one broadcast."""
     index = parse_index(req)
     wait = parse_wait(req)
     name = req.arg("name") or None
     authz = authorize(agent, req)
-    if index > 0:
-        new_index, events = await agent.store.wait_list(name, index, effective_wait(wait))
-    else:
-        new_index, events = agent.store.list(name)
-    if not authz.manage:  # Consul filters the list by event:read
-        events = [e for e in events if authz.event_read(e.name)]
+    # Consul filters the list by event:read; a token that may not read everything gets its
+    # own rendering (keyed by its authorizer), all others share one per (name, index, pretty)
+    reader = None if authz.manage else authz
+    if index > 0 and agent.store.index(name) == index:
+        timeout = effective_wait(wait)
+        if polls is not None:
+            return LongPoll(polls, (name, index, pretty(req), reader), timeout)
+        await agent.store.wait_list(name, index, timeout)
+    return _list_response(agent, name, pretty(req), reader)
+
+
+def _list_response(agent: Agent, name: str | None, is_pretty: bool,
+                   reader: Authorizer | None = None) -> Response:
+    new_index, events = agent.store.list(name)
+    if reader is not None:
+        events = [e for e in events if reader.event_read(e.name)]
     headers = [("X-Consul-Index", str(new_index))]
-    if pretty(req):
+    if is_pretty:
         return Response.json([e.to_json() for e in events], headers=headers, pretty=True)
     body = b"[" + b",".join(_event_json(e) for e in events) + b"]"
     return Response(200, body, [("Content-Type", "application/json"), *headers])

@@ -4,8 +4,10 @@ Owns the wire policy the handlers never see: keep-alive with an idle timeout, a 
 timeout (408) against slowloris, header (431) and body (413) size limits, `Expect:
 100-continue`, HEAD, pipelining, malformed requests (400 + close), handler errors (500,
 logged on "rumor.http"), `Date` / `Content-Length`, chunked streaming, handing an upgrade over
-to `websocket.py`, connection limits and graceful shutdown.  With `tls`, each accepted socket
-is wrapped in a trio `SSLStream` (the handshake runs under the header timeout).
+to `websocket.py`, connection limits and graceful shutdown. Parked long-polls (`LongPoll`)
+are answered by `fanout.py`; who gets a connection at all is `admission.py`'s policy. With
+`tls`, each accepted socket is wrapped in a trio `SSLStream` (the handshake runs under the
+header timeout).
 
 Hang-ups: while a handler is suspended (a long-poll) or a stream is open, the connection's
 socket is watched; EOF cancels the connection's scope, so the handler sees Cancelled at once.
@@ -32,22 +34,22 @@ import math
 import os
 import select
 import ssl
-import time
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from dataclasses import dataclass
-from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, NoReturn
 
 import h11
 import trio
 
-from . import websocket
+from . import admission
+from .fanout import http_date
 from .types import (
     TEXT_PLAIN,
     AnyResponse,
     Handler,
     HTTPError,
+    LongPoll,
     RawChunk,
     Request,
     Response,
@@ -76,22 +78,14 @@ class Limits:
     header_timeout: float = 10.0  # complete request head within this -> else 408 + close
     idle_timeout: float = 60.0  # keep-alive wait for the next request -> silent close
     body_timeout: float = 30.0  # complete request body within this -> else 408 + close
-    max_connections: int = 10_000  # more wait in the kernel's accept queue
+    max_connections: int = 20_000  # at the cap one idle or parked connection makes room
+    max_parked: int = 16_384  # parked long-polls; more get 503
+    max_conns_per_client: int = 200  # per client IP, 0 = no cap; more get 429 (Consul's)
     write_timeout: float = 30.0  # one write of a response (or chunk) -> else close
     shutdown_grace: float = 5.0  # on shutdown, in-progress writes may finish within this
 
 
 _REASONS = {int(s): s.phrase.encode("ascii") for s in HTTPStatus}
-_date_second = -1
-_date_value = b""
-
-
-def _http_date() -> bytes:
-    global _date_second, _date_value
-    now = int(time.time())
-    if now != _date_second:
-        _date_second, _date_value = now, formatdate(now, usegmt=True).encode("ascii")
-    return _date_value
 
 
 class _Resume:
@@ -154,6 +148,9 @@ class _Connection:
         self.raw_headers: Sequence[tuple[bytes, bytes]] = []  # of the current request, for WS
         self.raw_target = b""
         self.server = server
+        self.parked = False  # in a long-poll
+        self.poll_scope = trio.CancelScope()  # cancelled: answer the long-poll now
+        self.evicted = False  # closed by the server to make room
         self.spawn: Callable[..., object]  # start_soon of a nursery, for the fallback watcher
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -247,6 +244,8 @@ class _Connection:
                 ok = await self._send_response(req, result)
             elif isinstance(result, StreamResponse):
                 ok = await self._send_stream(req, result)
+            elif isinstance(result, LongPoll):
+                ok = await self._long_poll(req, result)
             elif isinstance(result, WebSocketResponse):
                 await self._upgrade(result)
                 return
@@ -428,6 +427,48 @@ class _Connection:
         finally:
             done.set()
 
+    async def _long_poll(self, req: Request, poll: LongPoll) -> bool:
+        """Park in `poll.polls` (fanout.py); answer with what it wrote or rendered."""
+        limits = self.limits
+        if poll.polls.parked >= limits.max_parked:
+            text = f"Too many blocking queries parked (the limit is {limits.max_parked}); retry"
+            return await self._send_response(req, Response.text(text, 503))
+        fd = -1  # can the broadcast write our answer itself?
+        if (
+            isinstance(self.stream, trio.SocketStream)
+            and req.method != "HEAD"
+            and self.conn.their_http_version == b"1.1"
+            and "close" not in (req.header("connection") or "").lower()
+            and not self.closing
+        ):
+            fd = self.stream.socket.fileno()
+        watch = self._start_watch()
+        self.parked = True
+        self.poll_scope = trio.CancelScope()
+        try:
+            answer = await poll.polls.wait(poll.key, poll.timeout, fd, self.poll_scope)
+        finally:
+            self.parked = False
+            await self._stop_watch(watch)
+        if answer.wire is None:
+            return await self._send_response(req, answer.response)
+        if answer.sent < 0 or self.closing:
+            return False
+        body, conn = answer.response.body, self.conn
+        try:  # h11's bookkeeping for the bytes already written
+            length = [(b"Content-Length", b"%d" % len(body))]
+            conn.send_with_data_passthrough(h11.Response(status_code=answer.response.status,
+                                                         headers=length))
+            if body:
+                conn.send_with_data_passthrough(h11.Data(data=body))
+            conn.send_with_data_passthrough(h11.EndOfMessage())
+        except h11.LocalProtocolError as exc:
+            log.error("bad long-poll answer to %s %s: %s", req.method, req.target, exc)
+            return False
+        if answer.sent < len(answer.wire):
+            await self._write(answer.wire[answer.sent :])
+        return True
+
     # ---- writing ---------------------------------------------------------------------------
     async def _write(self, data: bytes) -> None:
         phase, deadline = self.phase, self.deadline
@@ -438,7 +479,7 @@ class _Connection:
             self.phase, self.deadline = phase, deadline
 
     def _head(self, status: int, headers: list[tuple[str, str]], size: int | None) -> h11.Response:
-        fields: list[tuple[bytes | str, bytes | str]] = [(b"Date", _http_date())]
+        fields: list[tuple[bytes | str, bytes | str]] = [(b"Date", http_date())]
         if size is not None and status != 204 and status != 304:
             fields.append((b"Content-Length", b"%d" % size))
         fields.extend(headers)
@@ -528,6 +569,8 @@ class _Connection:
         return True
 
     async def _upgrade(self, result: WebSocketResponse) -> None:
+        from . import websocket  # wsproto is loaded when the first WebSocket arrives
+
         conn = self.conn
         if conn.their_state is not h11.MIGHT_SWITCH_PROTOCOL:  # type: ignore[attr-defined]
             await self._send_error(400)
@@ -599,8 +642,10 @@ class _Server:
     def __init__(self, handler: Handler, limits: Limits,
                  tls: Callable[[], ssl.SSLContext] | None = None) -> None:
         self.handler, self.limits, self.tls = handler, limits, tls
-        self.slots = trio.Semaphore(limits.max_connections)
         self.conns: set[_Connection] = set()
+        self.evicting = 0  # of conns, closed to make room but not gone yet
+        self.clients = admission.ClientCounts(limits.max_conns_per_client)
+        self.out_of_files = admission.OutOfFiles()
         self.closing = False
         self.shield = trio.CancelScope(shield=True)
         self.accepting = trio.CancelScope()
@@ -625,6 +670,7 @@ class _Server:
                         task_status.started()
                 for listener in listeners:
                     await trio.aclose_forcefully(listener)
+                self.out_of_files.close()
 
     def shutdown(self) -> None:
         self.closing = True
@@ -649,28 +695,68 @@ class _Server:
 
     async def _accept_loop(self, listener: trio.SocketListener, conns: trio.Nursery) -> None:
         while True:
-            await self.slots.acquire()
             try:
                 stream = await listener.accept()
             except OSError as exc:
-                self.slots.release()
                 if exc.errno not in _ACCEPT_RETRY_ERRNOS:
                     raise
-                log.error("accept failed (%s); retrying in 0.1 s", exc)
-                await trio.sleep(0.1)
+                if exc.errno in admission.FD_ERRNOS:
+                    self.out_of_files.note(exc)
+                    if self._make_room(parked_too=True):
+                        await trio.sleep(0.001)  # let it close; then accept normally
+                    else:
+                        await self.out_of_files.answer_one(listener)
+                else:
+                    log.error("accept failed (%s); retrying in 0.1 s", exc)
+                    await trio.sleep(0.1)
                 continue
-            except BaseException:
-                self.slots.release()
-                raise
             conns.start_soon(self._run_connection, stream)
+
+    def _make_room(self, parked_too: bool) -> bool:
+        """Close the connection idle longest (else, if `parked_too`, the oldest parked one)."""
+        victim: _Connection | None = None
+        for conn in self.conns:
+            if conn.phase is IDLE and not conn.first and not conn.evicted:
+                if victim is None or conn.deadline < victim.deadline:
+                    victim = conn
+        if victim is None and parked_too:
+            for conn in self.conns:
+                if conn.parked and not conn.evicted:
+                    if victim is None or conn.started < victim.started:
+                        victim = conn
+        if victim is None:
+            return False
+        victim.evicted = True
+        self.evicting += 1
+        if victim.parked:  # answer it now, as things stand (Consul clients just ask again)
+            victim.closing = True
+            victim.poll_scope.cancel()
+        else:
+            victim.expire()
+        return True
+
+    async def _refuse(self, stream: trio.SocketStream, answer: bytes) -> None:
+        """Turn a connection away: plain HTTP gets `answer`; on HTTPS (no handshake spent on
+        a refused client) it is just closed."""
+        if self.tls is None:
+            await admission.refuse(stream, answer)
+        else:
+            await trio.aclose_forcefully(stream)
 
     async def _run_connection(self, stream: trio.SocketStream) -> None:
         try:
-            try:
-                peer = stream.socket.getpeername()
-                remote = (str(peer[0]), int(peer[1]))
-            except OSError:
-                remote = ("", 0)
+            peer = stream.socket.getpeername()
+            remote = (str(peer[0]), int(peer[1]))
+        except OSError:
+            remote = ("", 0)
+        if not self.clients.admit(remote[0]):
+            await self._refuse(stream, admission.TOO_MANY_PER_CLIENT)
+            return
+        try:
+            limit = self.limits.max_connections
+            if len(self.conns) - self.evicting >= limit and not self._make_room(parked_too=True):
+                await self._refuse(stream, admission.too_many_connections(limit))
+                return
             wrapped: trio.abc.Stream = stream
             if self.tls is not None:  # the context is asked per connection: reload swaps it
                 wrapped = trio.SSLStream(stream, self.tls(), server_side=True,
@@ -681,8 +767,10 @@ class _Server:
                 await conn.run()
             finally:
                 self.conns.discard(conn)
+                if conn.evicted:
+                    self.evicting -= 1
         finally:
-            self.slots.release()
+            self.clients.release(remote[0])
 
 
 async def serve_http(

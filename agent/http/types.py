@@ -9,10 +9,13 @@ shell hands to a WebSocket handler.  Nothing here does I/O.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, unquote
+
+if TYPE_CHECKING:
+    from .fanout import LongPolls
 
 __all__ = [
     "ConnectionClosed",
@@ -21,6 +24,7 @@ __all__ = [
     "chunk_frame",
     "HTTPError",
     "Handler",
+    "LongPoll",
     "Request",
     "Response",
     "StreamResponse",
@@ -210,5 +214,15 @@ class WebSocketResponse:
     subprotocol: str | None = None
 
 
-AnyResponse = Response | StreamResponse | WebSocketResponse
+@dataclass(slots=True)
+class LongPoll:
+    """Returned by a handler to park the request in `polls` under `key` until the answer
+    changes or `timeout` seconds pass (see `fanout.py`)."""
+
+    polls: LongPolls
+    key: Hashable
+    timeout: float
+
+
+AnyResponse = Response | StreamResponse | WebSocketResponse | LongPoll
 Handler = Callable[[Request], Awaitable[AnyResponse]]

@@ -117,7 +117,7 @@ class InProc:
 
 @asynccontextmanager
 async def in_process_agent(host: str, name: str, *, http_port: int = 0,
-                           hub: MonitorHub | None = None,
+                           hub: MonitorHub | None = None, limits: Limits | None = None,
                            **overrides: Any) -> AsyncIterator[InProc]:
     """An agent on ``host`` (gossip port 0 unless given) serving its API like ``run_agent``."""
     settings: dict[str, Any] = {"node_name": name, "bind_addr": host, "serf_lan_port": 0,
@@ -126,7 +126,9 @@ async def in_process_agent(host: str, name: str, *, http_port: int = 0,
     config = AgentConfig(**settings)
     agent = Agent(config)
     router = build_router(agent, hub)
-    limits = Limits(max_body_bytes=max(config.event_size_limit, 64 * 1024))
+    if limits is None:
+        limits = Limits(max_body_bytes=max(config.event_size_limit, 64 * 1024),
+                        max_conns_per_client=config.http_max_conns_per_client)
     async with trio.open_nursery() as nursery:
         await agent.start(nursery)
         port = await nursery.start(partial(serve_http, router, host, http_port, limits=limits))

@@ -16,7 +16,7 @@ import trio
 
 from agent.events import id_to_index
 from agent.http.routing import Router
-from agent.http.types import Response, make_request
+from agent.http.types import LongPoll, Response, make_request
 from tests.agent.helpers import InProc, eventually, free_host, in_process_agent
 
 Listed = tuple[int, list[dict[str, Any]], float]  # (index, events, virtual seconds taken)
@@ -24,6 +24,8 @@ Listed = tuple[int, list[dict[str, Any]], float]  # (index, events, virtual seco
 
 async def call(router: Router, method: str, target: str, body: bytes = b"") -> Response:
     resp = await router(make_request(method, target, body=body))
+    if isinstance(resp, LongPoll):  # what the HTTP shell does with a parked query
+        resp = (await resp.polls.wait(resp.key, resp.timeout)).response
     assert isinstance(resp, Response)
     return resp
 
