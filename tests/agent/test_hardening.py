@@ -30,8 +30,10 @@ def test_agent_raises_its_open_file_limit_and_serves_past_1024_connections(
     idle: list[socket.socket] = []
     try:
         a.start().wait_ready()
-        for _ in range(IDLE):
-            s = socket.create_connection((a.host, HTTP_PORT), timeout=5)
+        # from 20 loopback source addresses, 100 each: under the per-client cap (200)
+        for i in range(IDLE):
+            s = socket.create_connection((a.host, HTTP_PORT), timeout=5,
+                                         source_address=(f"127.250.{i % 20 + 1}.1", 0))
             idle.append(s)
         # the agent has accepted every idle connection and still answers a normal request
         assert a.request("GET", "/v1/agent/self", timeout=10).status == 200
