@@ -20,7 +20,14 @@ from gossip.config import Addr, GossipConfig, SendPacket, StreamRequest
 from gossip.errors import DecodeError
 from gossip.membership import Keyring
 from gossip.serf import Delivery, Serf, SerfConfig, SerfMember
-from gossip.transport import UdpTransport, exchange, open_tcp_listener, read_message, serve_tcp
+from gossip.transport import (
+    StreamLimit,
+    UdpTransport,
+    exchange,
+    open_tcp_listener,
+    read_message,
+    serve_tcp,
+)
 
 log = logging.getLogger("rumor.gossip")
 
@@ -47,6 +54,7 @@ class GossipNode:
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.stream_errors = 0
+        self.stream_limit = StreamLimit(self.gcfg.max_inbound_streams)  # .refused: counted
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -69,7 +77,7 @@ class GossipNode:
                 self._nursery = nursery
                 nursery.start_soon(self._udp_loop)
                 nursery.start_soon(self._timer_loop)
-                nursery.start_soon(serve_tcp, listener, self._serve_stream)
+                nursery.start_soon(serve_tcp, listener, self._serve_stream, self.stream_limit)
                 task_status.started(port)
         finally:
             self.udp.close()
