@@ -95,6 +95,7 @@ def metric_values(agent: Agent) -> tuple[dict[str, float], dict[str, float]]:
         "rumor_broadcast_queue_depth": len(node.serf.ml.queue) + len(node.serf.event_queue)
         + len(node.serf.intents),
         "rumor_event_clock": node.serf.event_clock.time(),
+        "rumor_members_unverified": len(node.serf.ml.admission),
     }
     counters: dict[str, float] = {
         "rumor_packets_in_total": ml.packets_in,
@@ -119,6 +120,13 @@ def metric_values(agent: Agent) -> tuple[dict[str, float], dict[str, float]]:
         "rumor_events_deduped_total": am.events_deduped,
         "rumor_events_undecodable_total": am.events_undecodable,
         "rumor_broadcasts_pruned_total": sm.queue_pruned,
+        # hostile input the gossip layer dropped (README "Hostile input")
+        "rumor_ltime_jumps_dropped_total": sm.ltime_jumps_dropped,
+        "rumor_incarnation_jumps_dropped_total": ml.incarnation_jumps_dropped,
+        "rumor_members_refused_total": node.serf.ml.admission.metrics.refused
+        + sm.intents_capped,
+        "rumor_members_unanswered_total": node.serf.ml.admission.metrics.expired,
+        "rumor_gossip_streams_refused_total": node.stream_limit.refused,
     }
     return gauges, counters
 
