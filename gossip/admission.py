@@ -1,19 +1,21 @@
-"""Admission of members heard of only second-hand: they must answer a ping from us first.
+"""Admission of members a stranger told us about: they must answer a ping from us first.
 
 memberlist adds every name an alive message or a push-pull mentions; one packet or stream
 of invented names then fills the member table, and the inventions become probe, gossip and
-push-pull targets.  Here such a name waits in :class:`Admission` (not in the member table:
-no probes, gossip, relaying or push-pull listing, and no Serf member event) until the node
-answers a ping sent to its advertised address under its name; memberlist and rumor both
-ignore pings for another name, so an address cannot vouch for names it does not carry.
+push-pull targets.  Here a name announced by a stranger (a datagram not from a member's
+gossip address, a stream not from a member's IP) waits in :class:`Admission` (not in the
+member table: no probes, gossip, relaying or push-pull listing, and no Serf member event)
+until the node answers a ping sent to its advertised address under its name; memberlist and
+rumor both ignore pings for another name, so an address cannot vouch for names it does not
+carry.  News from members (and the reply to our own join: the operator chose that seed) is
+taken at once, so a cluster forms as fast as before; a forged source address is the gap.
 
 Bounds (``GossipConfig``): ``admit_per_message`` new names per packet or stream,
 ``admit_pending_max`` waiting at once, ``admit_pings_per_second`` verification pings (a
 token bucket holding one second's worth); a name that has not answered within
 ``admit_attempts`` probe intervals (one ping per interval while pings are available) is
-forgotten.  What exceeds a bound is dropped and counted.  The reply
-to our own join is exempt (the operator chose that seed), so joining a big cluster is as
-fast as before.  This module is sans-IO: the membership core sends what :meth:`due` returns.
+forgotten.  What exceeds a bound is dropped and counted.  This module is sans-IO: the
+membership core sends the pings :meth:`Admission.due` returns.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from gossip import wire
 from gossip.config import GossipConfig
@@ -58,6 +61,23 @@ class Admission:
         self._refilled = now
         self._heap: list[tuple[float, int, str, Pending]] = []  # (next_at, n, name, entry)
         self._n = 0
+        self._addrs: dict[tuple[str, int], int] = {}  # gossip addresses of members
+        self._ips: dict[str, int] = {}
+
+    # --- who vouches: members, identified by the address they send from -------------------
+
+    def member_at(self, addr: tuple[str, int]) -> None:
+        self._addrs[addr] = self._addrs.get(addr, 0) + 1
+        self._ips[addr[0]] = self._ips.get(addr[0], 0) + 1
+
+    def member_gone(self, addr: tuple[str, int]) -> None:
+        _decrement(self._addrs, addr)
+        _decrement(self._ips, addr[0])
+
+    def vouches(self, src: tuple[str, int], stream: bool = False) -> bool:
+        """A datagram from a member's gossip address, or a TCP stream from a member's IP
+        (any port: the connecting side's port is ephemeral)."""
+        return src[0] in self._ips if stream else src in self._addrs
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -149,3 +169,14 @@ class Admission:
             self._push(p)
             out.append((p.seq, p))
         return out
+
+
+K = TypeVar("K")
+
+
+def _decrement(counts: dict[K, int], key: K) -> None:
+    n = counts.get(key, 0) - 1
+    if n > 0:
+        counts[key] = n
+    else:
+        counts.pop(key, None)

@@ -179,9 +179,11 @@ class Memberlist:
         self._candidates_until = math.inf
         self.merging_join_reply = False  # True while merging the reply to our own join
         self.admission = Admission(config, now)  # second-hand names waiting for an ack
+        self._vouched = False  # True while handling a packet or stream from a member
         meta = self.delegate.node_meta(META_MAX_SIZE)
         self.local = Member(name, addr[0], addr[1], meta, 1, State.ALIVE, now, vsn)
         self.members[name] = self.local
+        self.admission.member_at(addr)
         self._order.append(name)
         self._queue_alive(self.local)
 
@@ -245,6 +247,7 @@ class Memberlist:
         members, local, alive, left = self.members, self.local, wire.Alive, State.LEFT
         error: DecodeError | None = None
         self.admission.begin_message()
+        self._vouched = self.admission.vouches(src)
         for msg in msgs:
             if type(msg) is alive:  # fast path: old news about a known node (most gossip)
                 m = members.get(msg.node)
@@ -255,6 +258,7 @@ class Memberlist:
                 self._handle(now, src, msg)
             except DecodeError as exc:  # a bad delegate message: like memberlist, still
                 error = exc  # handle the other parts of the packet, then report it
+        self._vouched = False
         if self.admission.pending:
             self._verify(now)
         if error is not None:
@@ -333,10 +337,11 @@ class Memberlist:
             if ok:
                 assert reply is not None and reply.push_pull is not None
                 self.merging_join_reply = join  # the seed we chose: its numbers are trusted
+                self._vouched = self.admission.vouches(addr)  # a member we connected to
                 try:
                     self.merge_remote_state(t, reply.push_pull)
                 finally:
-                    self.merging_join_reply = False
+                    self.merging_join_reply = self._vouched = False
                 if join and self.cfg.catch_up_push_pull:
                     self._pp_ramp = 2.0
                     self._next_push_pull = min(self._next_push_pull, t + 1.0)
@@ -370,7 +375,11 @@ class Memberlist:
         self.metrics.streams_in += 1
         if msg.kind == MsgType.PUSH_PULL and msg.push_pull is not None:
             reply = self.push_pull_request(msg.push_pull.join)
-            self.merge_remote_state(now, msg.push_pull)
+            self._vouched = self.admission.vouches(src, stream=True)
+            try:
+                self.merge_remote_state(now, msg.push_pull)
+            finally:
+                self._vouched = False
             return reply
         if msg.kind == MsgType.PING and isinstance(msg.message, wire.Ping):
             if msg.message.node and msg.message.node != self.name:
@@ -530,10 +539,10 @@ class Memberlist:
             self._refute(a.incarnation)
             return
         if m is None:
-            if self.merging_join_reply:
+            if self.merging_join_reply or self._vouched:
                 self.admission.forget(a.node)
                 self._add_member(now, a, addr_text)
-            else:  # heard of second-hand: admitted once it answers our ping
+            else:  # heard of from a stranger: admitted once it answers our ping
                 self.admission.offer(now, a, addr_text)
             return
         updates_addr = False
@@ -548,12 +557,15 @@ class Memberlist:
             return
         if updates_addr and a.incarnation < m.incarnation:
             return
-        if updates_addr and not verified and not self.merging_join_reply:
+        if updates_addr and not (verified or self._vouched or self.merging_join_reply):
             self.admission.offer(now, a, addr_text)  # the new address must answer first
             return
         was = m.state
         meta_changed = m.meta != a.meta
         self._suspicions.pop(m.name, None)
+        if updates_addr:
+            self.admission.member_gone(m.address)
+            self.admission.member_at((addr_text, a.port))
         m.addr, m.port, m.meta, m.incarnation = addr_text, a.port, a.meta, a.incarnation
         self._pp_states = None
         if a.vsn:
@@ -580,6 +592,7 @@ class Memberlist:
         m = Member(a.node, addr_text, a.port, a.meta, a.incarnation, State.ALIVE, now,
                    a.vsn or DEFAULT_VSN)
         self.members[a.node] = m
+        self.admission.member_at(m.address)
         self._pp_states = None
         if self._candidates is not None:  # a new alive member is a gossip candidate
             self._candidates.append(m)
@@ -725,7 +738,7 @@ class Memberlist:
                 if m is not self.local and m.state in (State.DEAD, State.LEFT)
                 and now - m.state_change > self.cfg.gossip_to_the_dead_time]
         for name in gone:
-            del self.members[name]
+            self.admission.member_gone(self.members.pop(name).address)
             self._candidates = None
             self._pp_states = None
             self._suspicions.pop(name, None)

@@ -617,6 +617,8 @@ def _node_state(raw: bytes) -> PushNodeState:
     """One msgpack ``pushNodeState``, memoised on its bytes (peers repeat unchanged states)."""
     w = "push node state"
     m = unpack_map(raw, w)
+    if f_int(m, b"State", w, bits=8) > NodeState.LEFT:
+        raise DecodeError(f"{w}: unknown state")
     return PushNodeState(
         f_str(m, b"Name", w), f_bytes(m, b"Addr", w), f_int(m, b"Port", w, bits=16),
         f_bytes(m, b"Meta", w), f_int(m, b"Incarnation", w, bits=32),

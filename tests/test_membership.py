@@ -304,7 +304,7 @@ def test_graceful_leave_is_left_not_dead() -> None:
 
 
 def vouch(core: Memberlist, name: str) -> None:
-    """Answer the verification ping ``core`` sent to a name it heard of second-hand."""
+    """Answer the verification ping ``core`` sent to a name a stranger told it about."""
     p = core.admission.pending[name]
     core.receive_packet(0.0, (p.addr, p.alive.port), wire.encode(wire.Ack(p.seq)))
     assert name in core.members
@@ -318,8 +318,6 @@ def test_push_pull_merge_semantics() -> None:
                                                                 7946, b"", CFG_VSN)))
     a.receive_packet(0.0, net.addr["b"], wire.encode(wire.Alive(1, "d", bytes([10, 0, 0, 4]),
                                                                 7946, b"", CFG_VSN)))
-    vouch(a, "c")
-    vouch(a, "d")
     ip = bytes([10, 0, 0, 9])
     pp = wire.PushPull(False, (
         wire.PushNodeState("c", bytes([10, 0, 0, 3]), 7946, b"", 1, State.DEAD, CFG_VSN),
@@ -330,7 +328,7 @@ def test_push_pull_merge_semantics() -> None:
         wire.PushNodeState("a", bytes([10, 0, 0, 1]), 7946, b"", 4, State.SUSPECT, CFG_VSN),
         wire.PushNodeState("bad", b"\x01\x02", 1, b"", 1, State.ALIVE, CFG_VSN),
     ), b"user")
-    a.merge_remote_state(1.0, pp)
+    a.merge_remote_state(1.0, pp)  # called directly: as if from a stranger
     vouch(a, "e")
     assert a.members["c"].state is State.SUSPECT  # a remote "dead" only makes us suspect
     assert a.members["d"].state is State.LEFT

@@ -60,6 +60,12 @@ def test_compressed_and_encrypted_streams_parse_in_chunks() -> None:
     bytes([wire.MsgType.USER]) + wire.packb({"UserMsgLen": 1 << 40}),
     bytes([wire.MsgType.PING]) + wire.packb({"SeqNo": 1 << 32, "Node": "x"}),
     bytes([wire.MsgType.ALIVE]) + wire.packb({}),
+    bytes([wire.MsgType.PUSH_PULL]) + wire.packb({"Nodes": 1, "UserStateLen": 0}) + wire.packb(
+        {"Name": "x", "Addr": b"\x01\x02\x03\x04", "Port": 1, "Incarnation": 1, "State": 4}),
+    bytes([wire.MsgType.PUSH_PULL]) + wire.packb({"Nodes": 1, "UserStateLen": 0}) + wire.packb(
+        {"Name": "x", "Addr": b"\x01\x02\x03\x04", "Port": 65536, "Incarnation": 1}),
+    bytes([wire.MsgType.PUSH_PULL]) + wire.packb({"Nodes": 1, "UserStateLen": 0}) + wire.packb(
+        {"Name": "x", "Addr": b"\x01\x02\x03\x04", "Port": 1, "Incarnation": 1 << 32}),
 ])
 def test_out_of_range_stream_headers_are_decode_errors(data: bytes) -> None:
     with pytest.raises(DecodeError):
