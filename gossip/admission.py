@@ -1,14 +1,17 @@
-"""Admission of members a stranger told us about: they must answer a ping from us first.
+"""Admission of members a stranger told us about: vouched for by a member, or answering us.
 
 memberlist adds every name an alive message or a push-pull mentions; one packet or stream
 of invented names then fills the member table, and the inventions become probe, gossip and
 push-pull targets.  Here a name announced by a stranger (a datagram not from a member's
 gossip address, a stream not from a member's IP) waits in :class:`Admission` (not in the
 member table: no probes, gossip, relaying or push-pull listing, and no Serf member event)
-until the node answers a ping sent to its advertised address under its name; memberlist and
-rumor both ignore pings for another name, so an address cannot vouch for names it does not
-carry.  News from members (and the reply to our own join: the operator chose that seed) is
-taken at once, so a cluster forms as fast as before; a forged source address is the gap.
+until a member announces it too (the first ping waits ``admit_delay`` for that: while a
+cluster forms, most names reach a node from strangers first) or it answers a ping sent to
+its advertised address under its name; memberlist and rumor both ignore pings for another
+name, so an address cannot vouch for names it does not carry.  News from members, the
+reply to our own join (the operator chose that seed) and an inbound stream's sender
+introducing itself (TCP: its IP is real) are taken at once; a forged datagram source
+address is the gap.
 
 Bounds (``GossipConfig``): ``admit_per_message`` new names per packet or stream,
 ``admit_pending_max`` waiting at once, ``admit_pings_per_second`` verification pings (a
@@ -98,8 +101,9 @@ class Admission:
             return
         self._budget -= 1
         self.metrics.offered += 1
+        first = now + self.cfg.admit_delay  # a member may vouch for it meanwhile
         p = self.pending[alive.node] = Pending(
-            alive, addr, now, give_up=now + self.cfg.admit_attempts * self.cfg.probe_interval)
+            alive, addr, first, give_up=first + self.cfg.admit_attempts * self.cfg.probe_interval)
         self._push(p)
 
     def _push(self, p: Pending) -> None:

@@ -42,13 +42,14 @@ class GossipConfig:
     # 65,536 is years of flapping; a forged suspect/dead/alive further ahead is dropped
     # (memberlist would accept it, and a refute past 2**32-1 cannot be expressed).
     max_incarnation_jump: int = 1 << 16
-    # rumor: members heard of second-hand are only admitted once they answer our ping
+    # rumor: members a stranger announced are only admitted once they answer our ping
     # (gossip/admission.py): at most this many new names per packet or stream, this many
-    # waiting at once, and this many verification pings per second.
+    # waiting at once, this many verification pings per second, for this many intervals.
     admit_per_message: int = 64
     admit_pending_max: int = 1024
     admit_pings_per_second: float = 200.0
     admit_attempts: int = 5
+    admit_delay: float = 0.5  # before the first ping (a member's word admits it meanwhile)
     # rumor: inbound gossip TCP exchanges served at once (each bounded by tcp_timeout);
     # more are closed at once and counted (memberlist: unbounded)
     max_inbound_streams: int = 32

@@ -180,6 +180,7 @@ class Memberlist:
         self.merging_join_reply = False  # True while merging the reply to our own join
         self.admission = Admission(config, now)  # second-hand names waiting for an ack
         self._vouched = False  # True while handling a packet or stream from a member
+        self._first_hand: str | None = None  # IP of an inbound stream's sender, until used
         meta = self.delegate.node_meta(META_MAX_SIZE)
         self.local = Member(name, addr[0], addr[1], meta, 1, State.ALIVE, now, vsn)
         self.members[name] = self.local
@@ -376,10 +377,11 @@ class Memberlist:
         if msg.kind == MsgType.PUSH_PULL and msg.push_pull is not None:
             reply = self.push_pull_request(msg.push_pull.join)
             self._vouched = self.admission.vouches(src, stream=True)
+            self._first_hand = src[0]
             try:
                 self.merge_remote_state(now, msg.push_pull)
             finally:
-                self._vouched = False
+                self._vouched, self._first_hand = False, None
             return reply
         if msg.kind == MsgType.PING and isinstance(msg.message, wire.Ping):
             if msg.message.node and msg.message.node != self.name:
@@ -539,7 +541,8 @@ class Memberlist:
             self._refute(a.incarnation)
             return
         if m is None:
-            if self.merging_join_reply or self._vouched:
+            if self.merging_join_reply or self._vouched or self._first_hand == addr_text:
+                self._first_hand = None  # a TCP sender may introduce itself (once per stream)
                 self.admission.forget(a.node)
                 self._add_member(now, a, addr_text)
             else:  # heard of from a stranger: admitted once it answers our ping
@@ -610,7 +613,11 @@ class Memberlist:
 
     def _suspect(self, now: float, s: wire.Suspect) -> None:
         m = self.members.get(s.node)
-        if m is None or s.incarnation < m.incarnation or self._implausible(m, s.incarnation):
+        if m is None or self._implausible(m, s.incarnation):
+            return
+        if s.incarnation < m.incarnation:
+            if m is self.local:
+                self._reassert()
             return
         if m is self.local:
             if not self.leaving:
@@ -652,7 +659,11 @@ class Memberlist:
         if m is None:
             self.admission.forget(d.node)  # it left (or died) before we could verify it
             return
-        if d.incarnation < m.incarnation or self._implausible(m, d.incarnation):
+        if self._implausible(m, d.incarnation):
+            return
+        if d.incarnation < m.incarnation:
+            if m is self.local:
+                self._reassert()
             return
         if m is self.local:
             if not self.leaving:
@@ -687,6 +698,13 @@ class Memberlist:
         self.awareness.apply_delta(1)
         self._queue_alive(self.local)
         self.gossip_soon()
+
+    def _reassert(self) -> None:
+        """A stale accusation about us still circulates (rumor: memberlist ignores it), so
+        whoever sent it may not have our refute yet: gossip our current alive again."""
+        if not self.leaving:
+            self._queue_alive(self.local)
+            self.gossip_soon()
 
     def _queue_alive(self, m: Member) -> None:
         msg = wire.encode_alive(m.incarnation, m.name, wire.ip_to_bytes(m.addr), m.port, m.meta,

@@ -35,11 +35,18 @@ def pings(ml: Memberlist) -> list[tuple[tuple[str, int], wire.Ping]]:
     return out
 
 
+def due_pings(ml: Memberlist) -> list[tuple[tuple[str, int], wire.Ping]]:
+    """Run the core to its next admission deadline; the verification pings it sent."""
+    assert pings(ml) == []  # nothing before admit_delay
+    ml.tick(ml.admission.deadline())
+    return pings(ml)
+
+
 def test_a_stranger_s_news_waits_for_an_answer_a_member_s_does_not() -> None:
     ml = core()
     ml.receive_packet(0.0, STRANGER, alive("x", 1))
     assert "x" not in ml.members and "x" in ml.admission.pending
-    [(dst, ping)] = pings(ml)
+    [(dst, ping)] = due_pings(ml)
     assert dst == ("10.1.0.1", 7946) and ping.node == "x" and ping.source_node == "me"
     ml.receive_packet(0.1, dst, wire.encode(wire.Ack(ping.seq_no)))
     assert ml.members["x"].state is State.ALIVE and not ml.admission.pending
@@ -47,17 +54,37 @@ def test_a_stranger_s_news_waits_for_an_answer_a_member_s_does_not() -> None:
     assert "y" in ml.members and ml.admission.metrics.admitted == 1
 
 
+def test_a_member_s_word_during_the_delay_admits_without_a_ping() -> None:
+    ml = core()
+    ml.receive_packet(0.0, STRANGER, alive("x", 1))
+    [(dst, ping)] = due_pings(ml)
+    ml.receive_packet(0.6, dst, wire.encode(wire.Ack(ping.seq_no)))
+    ml.receive_packet(0.7, STRANGER, alive("z", 3))
+    ml.receive_packet(0.8, dst, alive("z", 3))  # x, a member, confirms z
+    assert "z" in ml.members and not ml.admission.pending and pings(ml) == []
+
+
+def test_an_inbound_stream_s_sender_may_introduce_itself_once() -> None:
+    ml = core()
+    pp = wire.PushPull(True, tuple(wire.PushNodeState(
+        f"s{i}", bytes([10, 1, 0, 7]), 7000 + i, b"", 1, State.ALIVE, VSN) for i in range(3)))
+    ml.handle_stream(0.0, ("10.1.0.7", 51234), wire.StreamMessage(wire.MsgType.PUSH_PULL,
+                                                                   push_pull=pp))
+    assert "s0" in ml.members and {"s1", "s2"} == set(ml.admission.pending)
+
+
 def test_an_invention_that_never_answers_is_forgotten() -> None:
     ml = core()
     ml.receive_packet(0.0, STRANGER, alive("ghost", 1))
+    cfg = GossipConfig()
     t, sent = 0.0, 0
     while ml.admission.pending and t < 60:
         t = ml.next_deadline()
         ml.tick(t)
         sent += len(pings(ml))
     assert not ml.admission.pending and "ghost" not in ml.members
-    assert t <= GossipConfig().admit_attempts * GossipConfig().probe_interval + 0.01
-    assert sent == GossipConfig().admit_attempts and ml.admission.metrics.expired == 1
+    assert t <= cfg.admit_delay + cfg.admit_attempts * cfg.probe_interval + 0.01
+    assert sent == cfg.admit_attempts and ml.admission.metrics.expired == 1
 
 
 def test_bounds_per_message_in_total_and_on_the_ping_rate() -> None:
@@ -71,7 +98,7 @@ def test_bounds_per_message_in_total_and_on_the_ping_rate() -> None:
             [alive(f"g{k}-{i}", 200 + i) for i in range(100)]))
     assert len(ml.admission) == 25
     assert ml.admission.metrics.refused == 90 + 80 + 95 + 100 + 100
-    assert len(pings(ml)) == 12  # one second's worth of pings, the rest wait
+    assert len(due_pings(ml)) == 12  # one second's worth of pings, the rest wait
     ml.tick(ml.next_deadline())
     assert 0 < len(pings(ml)) <= 2
 
@@ -79,13 +106,13 @@ def test_bounds_per_message_in_total_and_on_the_ping_rate() -> None:
 def test_a_left_member_moves_only_once_the_new_address_answers() -> None:
     ml = core()
     ml.receive_packet(0.0, ("10.1.0.5", 7946), alive("m", 5))  # first-hand: a stranger
-    [(dst, ping)] = pings(ml)
+    [(dst, ping)] = due_pings(ml)
     ml.receive_packet(0.0, dst, wire.encode(wire.Ack(ping.seq_no)))
     ml.receive_packet(0.1, STRANGER, wire.encode(wire.Dead(1, "m", "m")))
     assert ml.members["m"].state is State.LEFT
     ml.receive_packet(0.2, STRANGER, alive("m", 6, inc=2))
     assert ml.members["m"].addr == "10.1.0.5"  # not moved on a stranger's word
-    [(dst, ping)] = pings(ml)
+    [(dst, ping)] = due_pings(ml)
     assert dst == ("10.1.0.6", 7946)
     ml.receive_packet(0.3, dst, wire.encode(wire.Ack(ping.seq_no)))
     assert (ml.members["m"].addr, ml.members["m"].state) == ("10.1.0.6", State.ALIVE)

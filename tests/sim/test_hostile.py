@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from gossip import wire
@@ -20,9 +22,12 @@ from tests.sim.cluster import SerfCluster
 from tests.sim.hostile import HOSTILE_ADDR, U32, VSN, HostilePeer, fake_members
 
 N = 20
-# One refute round: the forged accusation reaches its subject by gossip, the subject's new
-# alive spreads back (a few gossip intervals each way, at 20 nodes ~log2(20) hops).
-REFUTE_ROUND = 1.0
+_CFG = GossipConfig()
+# One refute round: the forged accusation reaches its subject by gossip and the subject's new
+# alive spreads back, each ceil(log_fanout(N)) gossip hops, after at most one probe interval
+# for a probe to carry the news (2 * 3 * 0.2 s + 1 s = 2.2 s with the LAN defaults).
+REFUTE_ROUND = 2 * math.ceil(math.log(N) / math.log(_CFG.gossip_nodes)) * \
+    _CFG.gossip_interval + _CFG.probe_interval
 
 
 def _cluster(seed: int) -> SerfCluster:
