@@ -37,6 +37,22 @@ class GossipConfig:
     gossip_on_new_gap: float = 0.005  # ...but at most one such extra round per 5 ms (batching)
     reconnect_interval: float = 5.0  # Serf: 30 s; how often to push-pull a random failed member
     catch_up_push_pull: bool = True  # after joining, push-pull again at 1, 2, 4, ... s
+    # rumor: how far a received incarnation may be ahead of the one we hold (for any member,
+    # us included).  Legitimate increments are refutes and tag changes, one at a time, so
+    # 65,536 is years of flapping; a forged suspect/dead/alive further ahead is dropped
+    # (memberlist would accept it, and a refute past 2**32-1 cannot be expressed).
+    max_incarnation_jump: int = 1 << 16
+    # rumor: members a stranger announced are only admitted once they answer our ping
+    # (gossip/admission.py): at most this many new names per packet or stream, this many
+    # waiting at once, this many verification pings per second, for this many intervals.
+    admit_per_message: int = 64
+    admit_pending_max: int = 1024
+    admit_pings_per_second: float = 200.0
+    admit_attempts: int = 5
+    admit_delay: float = 0.5  # before the first ping (a member's word admits it meanwhile)
+    # rumor: inbound gossip TCP exchanges served at once (each bounded by tcp_timeout);
+    # more are closed at once and counted (memberlist: unbounded)
+    max_inbound_streams: int = 32
 
     @classmethod
     def lan(cls) -> GossipConfig:

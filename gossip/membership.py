@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gossip import wire
+from gossip.admission import Admission
 from gossip.awareness import Awareness
 from gossip.broadcast import BroadcastQueue
 from gossip.config import DEFAULT_VSN, Addr, Effect, GossipConfig, SendPacket, StreamRequest
@@ -38,6 +39,7 @@ from gossip.wire import MsgType, StreamMessage
 META_MAX_SIZE = 512
 CATCH_UP_MAX = 16.0  # last catch-up push-pull after a join, in seconds
 ENCRYPTION_OVERHEAD = 29
+MAX_INCARNATION = (1 << 32) - 1  # uint32 on the wire: we never emit more
 
 
 class Keyring(Protocol):
@@ -138,6 +140,7 @@ class Metrics:
     push_pulls: int = 0
     streams_in: int = 0
     wrong_node_pings: int = 0
+    incarnation_jumps_dropped: int = 0  # suspect/dead/alive implausibly far ahead
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -177,9 +180,14 @@ class Memberlist:
         self._candidates: list[Member] | None = None  # gossip targets, rebuilt on change
         self._pp_states: list[bytes] | None = None  # encoded member table, rebuilt on change
         self._candidates_until = math.inf
+        self.merging_join_reply = False  # True while merging the reply to our own join
+        self.admission = Admission(config, now)  # second-hand names waiting for an ack
+        self._vouched = False  # True while handling a packet or stream from a member
+        self._first_hand: str | None = None  # IP of an inbound stream's sender, until used
         meta = self.delegate.node_meta(META_MAX_SIZE)
         self.local = Member(name, addr[0], addr[1], meta, 1, State.ALIVE, now, vsn)
         self.members[name] = self.local
+        self.admission.member_at(addr)
         self._order.append(name)
         self._queue_alive(self.local)
 
@@ -191,6 +199,8 @@ class Memberlist:
 
     def next_deadline(self) -> float:
         t = min(self._next_probe, self._next_push_pull)
+        if self.admission.pending:
+            t = min(t, self.admission.deadline())
         if self._gossip_now:
             t = min(t, self._last_extra + self.cfg.gossip_on_new_gap)
         # an idle gossip tick does nothing, so it is only due when there is something to send
@@ -240,6 +250,8 @@ class Memberlist:
             raise
         members, local, alive, left = self.members, self.local, wire.Alive, State.LEFT
         error: DecodeError | None = None
+        self.admission.begin_message()
+        self._vouched = self.admission.vouches(src)
         for msg in msgs:
             if type(msg) is alive:  # fast path: old news about a known node (most gossip)
                 m = members.get(msg.node)
@@ -250,11 +262,16 @@ class Memberlist:
                 self._handle(now, src, msg)
             except DecodeError as exc:  # a bad delegate message: like memberlist, still
                 error = exc  # handle the other parts of the packet, then report it
+        self._vouched = False
+        if self.admission.pending:
+            self._verify(now)
         if error is not None:
             self.metrics.decode_errors += 1
             raise error
 
     def tick(self, now: float) -> None:
+        if self.admission.pending:
+            self._verify(now)
         heap = self._sus_heap  # suspicion deadlines, earliest first; stale entries skipped
         while heap and heap[0][0] <= now:
             entry = heapq.heappop(heap)
@@ -323,7 +340,12 @@ class Memberlist:
             ok = reply is not None and reply.push_pull is not None
             if ok:
                 assert reply is not None and reply.push_pull is not None
-                self.merge_remote_state(t, reply.push_pull)
+                self.merging_join_reply = join  # the seed we chose: its numbers are trusted
+                self._vouched = self.admission.vouches(addr)  # a member we connected to
+                try:
+                    self.merge_remote_state(t, reply.push_pull)
+                finally:
+                    self.merging_join_reply = self._vouched = False
                 if join and self.cfg.catch_up_push_pull:
                     self._pp_ramp = 2.0
                     self._next_push_pull = min(self._next_push_pull, t + 1.0)
@@ -357,7 +379,12 @@ class Memberlist:
         self.metrics.streams_in += 1
         if msg.kind == MsgType.PUSH_PULL and msg.push_pull is not None:
             reply = self.push_pull_request(msg.push_pull.join)
-            self.merge_remote_state(now, msg.push_pull)
+            self._vouched = self.admission.vouches(src, stream=True)
+            self._first_hand = src[0]
+            try:
+                self.merge_remote_state(now, msg.push_pull)
+            finally:
+                self._vouched, self._first_hand = False, None
             return reply
         if msg.kind == MsgType.PING and isinstance(msg.message, wire.Ping):
             if msg.message.node and msg.message.node != self.name:
@@ -371,6 +398,7 @@ class Memberlist:
 
     def merge_remote_state(self, now: float, pp: wire.PushPull) -> None:
         members, local, alive, left = self.members, self.local, State.ALIVE, State.LEFT
+        self.admission.begin_message()
         for r in pp.nodes:
             if r.state == alive:  # fast path: the same early return as _alive's
                 m = members.get(r.name)
@@ -388,6 +416,8 @@ class Memberlist:
                 self._dead(now, wire.Dead(r.incarnation, r.name, r.name))
             else:  # a remote "dead" only makes us suspect (memberlist mergeState)
                 self._suspect(now, wire.Suspect(r.incarnation, r.name, self.name))
+        if self.admission.pending:
+            self._verify(now)
         if pp.user_state:
             self.delegate.merge_remote_state(now, pp.user_state, pp.join)
 
@@ -412,7 +442,7 @@ class Memberlist:
     def update_meta(self, now: float) -> None:
         """Re-read the delegate's meta (tags changed) and announce it with a new incarnation."""
         self.local.meta = self.delegate.node_meta(META_MAX_SIZE)
-        self.local.incarnation += 1
+        self.local.incarnation = min(self.local.incarnation + 1, MAX_INCARNATION)
         self._pp_states = None
         self._queue_alive(self.local)
         self.gossip_soon()
@@ -478,8 +508,18 @@ class Memberlist:
         relay = self._relays.pop(seq, None)
         if relay is not None:
             self._send_to(relay.requester, [wire.encode(wire.Ack(relay.orig_seq))])
+            return
+        if self.admission.by_seq:
+            pending = self.admission.answered(seq)
+            if pending is None:
+                return
+            if pending.alive.node in self.members:  # a left member's new address
+                self._alive(now, pending.alive, pending.addr, verified=True)
+            else:
+                self._add_member(now, pending.alive, pending.addr)
 
-    def _alive(self, now: float, a: wire.Alive, addr_text: str | None = None) -> None:
+    def _alive(self, now: float, a: wire.Alive, addr_text: str | None = None,
+               verified: bool = False) -> None:
         m = self.members.get(a.node)
         if m is not None and m is not self.local and a.incarnation <= m.incarnation and \
                 m.state is not State.LEFT:
@@ -492,6 +532,8 @@ class Memberlist:
         if len(a.vsn) >= 3 and (a.vsn[0] == 0 or a.vsn[1] == 0 or a.vsn[0] > a.vsn[1]):
             return  # memberlist rejects nonsensical protocol ranges
         if len(a.meta) > META_MAX_SIZE:
+            return
+        if m is not None and self._implausible(m, a.incarnation):
             return
         if m is self.local:
             if self.leaving:
@@ -507,16 +549,12 @@ class Memberlist:
             self._refute(a.incarnation)
             return
         if m is None:
-            m = Member(a.node, addr_text, a.port, a.meta, a.incarnation, State.ALIVE, now,
-                       a.vsn or DEFAULT_VSN)
-            self.members[a.node] = m
-            self._pp_states = None
-            if self._candidates is not None:  # a new alive member is a gossip candidate
-                self._candidates.append(m)
-            # a random position (randint is slow for the ~N^2 inserts of a big join)
-            self._order.insert(int(self.rng.random() * (len(self._order) + 1)), a.node)
-            self._queue_alive(m)
-            self.delegate.notify_join(now, m)
+            if self.merging_join_reply or self._vouched or self._first_hand == addr_text:
+                self._first_hand = None  # a TCP sender may introduce itself (once per stream)
+                self.admission.forget(a.node)
+                self._add_member(now, a, addr_text)
+            else:  # heard of from a stranger: admitted once it answers our ping
+                self.admission.offer(now, a, addr_text)
             return
         updates_addr = False
         if (m.addr, m.port) != (addr_text, a.port):
@@ -531,9 +569,15 @@ class Memberlist:
             return
         if updates_addr and a.incarnation < m.incarnation:
             return
+        if updates_addr and not (verified or self._vouched or self.merging_join_reply):
+            self.admission.offer(now, a, addr_text)  # the new address must answer first
+            return
         was = m.state
         meta_changed = m.meta != a.meta
         self._suspicions.pop(m.name, None)
+        if updates_addr:
+            self.admission.member_gone(m.address)
+            self.admission.member_at((addr_text, a.port))
         m.addr, m.port, m.meta, m.incarnation = addr_text, a.port, a.meta, a.incarnation
         self._pp_states = None
         if a.vsn:
@@ -549,9 +593,40 @@ class Memberlist:
         elif meta_changed:
             self.delegate.notify_update(now, m)
 
+    def _implausible(self, m: Member, inc: int) -> bool:
+        """``inc`` is further ahead of what we hold for ``m`` than any real history gets."""
+        if inc - m.incarnation <= self.cfg.max_incarnation_jump or self.merging_join_reply:
+            return False
+        self.metrics.incarnation_jumps_dropped += 1
+        return True
+
+    def _add_member(self, now: float, a: wire.Alive, addr_text: str) -> None:
+        m = Member(a.node, addr_text, a.port, a.meta, a.incarnation, State.ALIVE, now,
+                   a.vsn or DEFAULT_VSN)
+        self.members[a.node] = m
+        self.admission.member_at(m.address)
+        self._pp_states = None
+        if self._candidates is not None:  # a new alive member is a gossip candidate
+            self._candidates.append(m)
+        # a random position (randint is slow for the ~N^2 inserts of a big join)
+        self._order.insert(int(self.rng.random() * (len(self._order) + 1)), a.node)
+        self._queue_alive(m)
+        self.delegate.notify_join(now, m)
+
+    def _verify(self, now: float) -> None:
+        """Ping the second-hand names that are due (see :mod:`gossip.admission`)."""
+        src = wire.ip_to_bytes(self.local.addr)
+        for seq, p in self.admission.due(now, self._next_seq):
+            ping = wire.encode(wire.Ping(seq, p.alive.node, src, self.local.port, self.name))
+            self._send_to((p.addr, p.alive.port), [ping])
+
     def _suspect(self, now: float, s: wire.Suspect) -> None:
         m = self.members.get(s.node)
-        if m is None or s.incarnation < m.incarnation:
+        if m is None or self._implausible(m, s.incarnation):
+            return
+        if s.incarnation < m.incarnation:
+            if m is self.local:
+                self._reassert()
             return
         if m is self.local:
             if not self.leaving:
@@ -616,7 +691,14 @@ class Memberlist:
 
     def _dead(self, now: float, d: wire.Dead) -> None:
         m = self.members.get(d.node)
-        if m is None or d.incarnation < m.incarnation:
+        if m is None:
+            self.admission.forget(d.node)  # it left (or died) before we could verify it
+            return
+        if self._implausible(m, d.incarnation):
+            return
+        if d.incarnation < m.incarnation:
+            if m is self.local:
+                self._reassert()
             return
         if m is self.local:
             if not self.leaving:
@@ -632,22 +714,32 @@ class Memberlist:
         m.state = outcome.to
         self._pp_states = None
         m.state_change = now
-        if outcome.to is State.LEFT:
-            self._candidates = None
-        else:  # still a gossip candidate (it was alive or suspect) until the dead time ends
-            self._candidates_until = min(self._candidates_until,
-                                         now + self.cfg.gossip_to_the_dead_time)
+        # still a gossip candidate (it was alive or suspect) until the dead time ends; rumor
+        # also gossips to the just-left (memberlist does not), so a node named in a forged
+        # leave hears of it and refutes at once rather than at the next push-pull
+        self._candidates_until = min(self._candidates_until,
+                                     now + self.cfg.gossip_to_the_dead_time)
         if outcome.to is State.DEAD:
             self.metrics.deaths += 1
         self.delegate.notify_leave(now, m)
 
     def _refute(self, accused: int) -> None:
         self.metrics.refutes += 1
-        self.local.incarnation = max(self.local.incarnation + 1, accused + 1)
+        # never past uint32: at the ceiling a refute repeats it (only reachable through
+        # max_incarnation_jump-sized steps, each of which we refuted)
+        self.local.incarnation = min(max(self.local.incarnation + 1, accused + 1),
+                                     MAX_INCARNATION)
         self._pp_states = None
         self.awareness.apply_delta(1)
         self._queue_alive(self.local)
         self.gossip_soon()
+
+    def _reassert(self) -> None:
+        """A stale accusation about us still circulates (rumor: memberlist ignores it), so
+        whoever sent it may not have our refute yet: gossip our current alive again."""
+        if not self.leaving:
+            self._queue_alive(self.local)
+            self.gossip_soon()
 
     def _queue_alive(self, m: Member) -> None:
         msg = wire.encode_alive(m.incarnation, m.name, wire.ip_to_bytes(m.addr), m.port, m.meta,
@@ -699,7 +791,7 @@ class Memberlist:
                 if m is not self.local and m.state in (State.DEAD, State.LEFT)
                 and now - m.state_change > self.cfg.gossip_to_the_dead_time]
         for name in gone:
-            del self.members[name]
+            self.admission.member_gone(self.members.pop(name).address)
             self._candidates = None
             self._pp_states = None
             self._suspicions.pop(name, None)
@@ -796,7 +888,7 @@ class Memberlist:
             self._send_to(t.address, msgs, t)
 
     def _gossip_candidates(self, now: float) -> list[Member]:
-        """Alive and suspect members, plus the recently dead (gossip to the dead)."""
+        """Alive and suspect members, plus the recently dead or left (gossip to the dead)."""
         if self._candidates is None or now >= self._candidates_until:
             ttl = self.cfg.gossip_to_the_dead_time
             self._candidates_until = math.inf
@@ -804,12 +896,10 @@ class Memberlist:
             for m in self.members.values():
                 if m is self.local:
                     continue
-                if m.state is State.DEAD:
+                if m.state is State.DEAD or m.state is State.LEFT:
                     if now - m.state_change >= ttl:
                         continue
                     self._candidates_until = min(self._candidates_until, m.state_change + ttl)
-                elif m.state is State.LEFT:
-                    continue
                 out.append(m)
             self._candidates = out
         return self._candidates

@@ -22,7 +22,14 @@ from gossip.keyops import KeyResponse
 from gossip.membership import Keyring
 from gossip.queries import QueryResult
 from gossip.serf import Delivery, Serf, SerfConfig, SerfMember
-from gossip.transport import UdpTransport, exchange, open_tcp_listener, read_message, serve_tcp
+from gossip.transport import (
+    StreamLimit,
+    UdpTransport,
+    exchange,
+    open_tcp_listener,
+    read_message,
+    serve_tcp,
+)
 
 log = logging.getLogger("rumor.gossip")
 
@@ -61,6 +68,7 @@ class GossipNode:
         # Go-regexp matcher for query tag filters (expr, value) -> matched; None: Python re
         self.tag_matcher: Callable[[str, str], bool] | None = None
         self._restore: Clocks | None = None
+        self.stream_limit = StreamLimit(self.gcfg.max_inbound_streams)  # .refused: counted
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -88,7 +96,7 @@ class GossipNode:
                 self._nursery = nursery
                 nursery.start_soon(self._udp_loop)
                 nursery.start_soon(self._timer_loop)
-                nursery.start_soon(serve_tcp, listener, self._serve_stream)
+                nursery.start_soon(serve_tcp, listener, self._serve_stream, self.stream_limit)
                 task_status.started(port)
         finally:
             self.udp.close()

@@ -20,6 +20,7 @@ reconnect), with rumor's improvements, each documented where it is made:
 from __future__ import annotations
 
 import functools
+import heapq
 import logging
 import math
 import random
@@ -35,7 +36,7 @@ from gossip.broadcast import BroadcastQueue
 from gossip.coalesce import Coalescer
 from gossip.config import Addr, Effect, GossipConfig
 from gossip.errors import DecodeError
-from gossip.lamport import LamportClock
+from gossip.lamport import MAX_LTIME, LamportClock
 from gossip.membership import Delegate, Keyring, Member, Memberlist
 from gossip.queries import Queries
 from gossip.query_wire import Query, decode_query, decode_query_response
@@ -90,6 +91,14 @@ class SerfConfig:
     protocol: int = 5
     coalesce_period: float = 0.0  # > 0 with quiescent_period > 0: coalesce CC events
     quiescent_period: float = 0.0  # (the serf agent uses 3 s / 1 s)
+    # rumor: how far ahead of our clock a received Lamport time may be.  A legitimate jump
+    # means that many events (intents, queries) happened that we never saw; 2**20 is 256
+    # times our dedup window and far beyond any partition's backlog, while exhausting a
+    # 64-bit clock would take 2**44 forged messages.  Further: dropped (ltime_jumps_dropped);
+    # push-pull clocks advance by at most this much (the reply to our own join is exempt).
+    max_ltime_jump: int = 1 << 20
+    # rumor: names a push-pull's Serf state may add to recent intents (unknown members)
+    max_new_intents: int = 64
 
 
 @dataclass
@@ -202,6 +211,8 @@ class SerfMetrics:
     queries_received: int = 0
     queue_pruned: int = 0
     decode_errors: int = 0
+    ltime_jumps_dropped: int = 0  # received Lamport times too far ahead of ours
+    intents_capped: int = 0  # unknown names in one push-pull beyond max_new_intents
 
 
 @dataclass
@@ -234,6 +245,7 @@ class Serf(Delegate):
         self.members: dict[str, SerfMember] = {}
         self.recent_intents: dict[str, tuple[SerfMsg, int, float]] = {}
         self._events: dict[int, _Slot] = {}
+        self._slot_heap: list[int] = []  # the LTimes of _events, oldest first
         self._queries: dict[int, set[int]] = {}
         self._out: list[Delivery] = []
         self._ignore_old = False
@@ -323,6 +335,8 @@ class Serf(Delegate):
         if len(name.encode()) + len(payload) > limit:
             raise SerfError(f"user event exceeds configured limit of {limit} bytes before "
                             "encoding")
+        if self.event_clock.exhausted():
+            raise SerfError("the event clock has reached its largest value")
         ltime = self.event_clock.time()
         msg = _encode(SerfMsg.USER_EVENT, {"LTime": ltime, "Name": name, "Payload": payload,
                                            "CC": coalesce})
@@ -385,13 +399,16 @@ class Serf(Delegate):
             cur, window = self.event_clock.time(), self.cfg.event_buffer
             if ltime < self.event_min_time or (cur > window and ltime < cur - window):
                 continue
-            slot = self._events.setdefault(ltime, _Slot(ltime))
+            slot = self._events.get(ltime)
+            if slot is None:
+                slot = self._events[ltime] = _Slot(ltime)
+                heapq.heappush(self._slot_heap, ltime)
             if (name, payload) not in slot.events:
                 slot.events.append((name, payload))
                 added += 1
         if added:
             self._gen += 1
-            self._trim_events(self.event_clock.time() - self.cfg.event_buffer)
+            self._trim_events()
         return added
 
     def member_list(self) -> list[SerfMember]:
@@ -433,17 +450,19 @@ class Serf(Delegate):
         if t == SerfMsg.LEAVE:
             ltime, node, prune = _parse_intent(msg)
             self.metrics.intents_received += 1
-            if self._leave_intent(now, ltime, node, prune):
+            if self._plausible(self.clock, ltime) and \
+                    self._leave_intent(now, ltime, node, prune):
                 self.intents.queue(msg)
                 self.ml.gossip_soon()
         elif t == SerfMsg.JOIN:
             ltime, node, _ = _parse_intent(msg)
             self.metrics.intents_received += 1
-            if self._join_intent(now, ltime, node):
+            if self._plausible(self.clock, ltime) and self._join_intent(now, ltime, node):
                 self.intents.queue(msg)
         elif t == SerfMsg.USER_EVENT:
             ltime, name, payload, cc = _parse_user_event(msg)
-            self._handle_user_event(now, ltime, name, payload, cc, msg, fresh=False)
+            if self._plausible(self.event_clock, ltime):
+                self._handle_user_event(now, ltime, name, payload, cc, msg, fresh=False)
         elif t == SerfMsg.QUERY:
             self._handle_query(now, msg)
         elif t == SerfMsg.QUERY_RESPONSE:
@@ -452,6 +471,13 @@ class Serf(Delegate):
             self.queries.on_relay(msg)
         else:
             raise DecodeError(f"unknown serf message type {t}")
+
+    def _plausible(self, clock: LamportClock, ltime: int) -> bool:
+        """A received time is at most ``max_ltime_jump`` ahead of ``clock``; else counted."""
+        if clock.plausible(ltime, self.cfg.max_ltime_jump):
+            return True
+        self.metrics.ltime_jumps_dropped += 1
+        return False
 
     def local_state(self, join: bool) -> bytes:
         """``[2] + msgpack{LTime, StatusLTimes, LeftMembers, EventLTime, Events, QueryLTime}``.
@@ -480,25 +506,41 @@ class Serf(Delegate):
             return
         w = "serf push-pull"
         m = _decode(buf[1:], w)
+        trusted = self.ml.merging_join_reply  # the seed we joined: adopt its clocks whole
         for key, clock in ((b"LTime", self.clock), (b"EventLTime", self.event_clock),
                            (b"QueryLTime", self.query_clock)):
             v = wire.f_int(m, key, w)
             if v > 0:
+                if not trusted and not self._plausible(clock, v - 1):
+                    v = clock.time() + self.cfg.max_ltime_jump + 1  # advance by the bound
                 clock.witness(v - 1)
         status = m.get(b"StatusLTimes") or {}
         left = m.get(b"LeftMembers") or []
         if not isinstance(status, dict) or not isinstance(left, list):
             raise DecodeError(f"{w}: bad member lists")
+        for lt in status.values():
+            if isinstance(lt, bool) or not isinstance(lt, int) or not 0 <= lt <= MAX_LTIME:
+                raise DecodeError(f"{w}: a status LTime is not a uint64")
+        jump = math.inf if trusted else self.cfg.max_ltime_jump
+        new_budget = self.cfg.max_new_intents  # unknown names this push-pull may record
         left_names = set()
         for raw in left:
             if isinstance(raw, bytes):
                 name = raw.decode("utf-8", "replace")
                 left_names.add(name)
-                lt = status.get(raw, 0)
-                self._leave_intent(now, (lt if isinstance(lt, int) else 0) + 1, name, False)
+                lt = min(status.get(raw, 0) + 1, MAX_LTIME)
+                if lt > self.clock.time() + jump:
+                    self.metrics.ltime_jumps_dropped += 1
+                    continue
+                if name not in self.members:
+                    if new_budget <= 0:
+                        self.metrics.intents_capped += 1
+                        continue
+                    new_budget -= 1
+                self._leave_intent(now, lt, name, False)
         members, seen = self.members, 0
         for raw, lt in status.items():
-            if isinstance(raw, bytes) and isinstance(lt, int):
+            if isinstance(raw, bytes):
                 name = raw.decode("utf-8", "replace")
                 if name in left_names:
                     continue
@@ -507,6 +549,14 @@ class Serf(Delegate):
                     if lt > seen:  # _join_intent would only have witnessed it
                         seen = lt
                     continue
+                if lt > self.clock.time() + jump:
+                    self.metrics.ltime_jumps_dropped += 1
+                    continue
+                if known is None:
+                    if new_budget <= 0:
+                        self.metrics.intents_capped += 1
+                        continue
+                    new_budget -= 1
                 self._join_intent(now, lt, name)
         self.clock.witness(seen)
         if join and self._ignore_old:
@@ -518,6 +568,9 @@ class Serf(Delegate):
             if not isinstance(slot, dict):
                 continue
             lt = wire.f_int(slot, b"LTime", w)
+            if lt > self.event_clock.time() + jump:
+                self.metrics.ltime_jumps_dropped += 1
+                continue
             for e in slot.get(b"Events") or []:
                 if isinstance(e, dict):
                     self._handle_user_event(now, lt, wire.f_str(e, b"Name", w),
@@ -631,13 +684,18 @@ class Serf(Delegate):
             return False
         cur = self.event_clock.time()
         window = self.cfg.event_buffer
-        if cur > window and ltime < cur - window:
+        # Serf's rule (older than the window behind our clock), except for times at or above
+        # the oldest slot we still hold: those we can still dedupe, and a clock pushed ahead
+        # by a forged event must not make the honest events in flight "too old"
+        if cur > window and ltime < cur - window and \
+                (not self._slot_heap or ltime < self._slot_heap[0]):
             self.metrics.events_too_old += 1
             return False
         slot = self._events.get(ltime)
         if slot is None:
             slot = self._events[ltime] = _Slot(ltime)
-            self._trim_events(cur - window)
+            heapq.heappush(self._slot_heap, ltime)
+            self._trim_events()
         elif (name, payload) in slot.events:
             self.metrics.events_deduped += 1
             return False
@@ -679,10 +737,10 @@ class Serf(Delegate):
             self.metrics.events_reliable_sent += 1
             self.ml.send_reliable(p.address, raw)
 
-    def _trim_events(self, floor: int) -> None:
-        if len(self._events) > self.cfg.event_buffer:
-            for lt in [lt for lt in self._events if lt < floor]:
-                del self._events[lt]
+    def _trim_events(self) -> None:
+        """Keep the newest ``event_buffer`` slots (so every slot above the oldest is held)."""
+        while len(self._events) > self.cfg.event_buffer:
+            del self._events[heapq.heappop(self._slot_heap)]
 
     # --- queries (gossip.queries answers and originates them) -------------------------
 
@@ -690,10 +748,13 @@ class Serf(Delegate):
         self.handle_own_query(now, msg, decode_query(msg[1:]), own=False)
 
     def handle_own_query(self, now: float, msg: bytes, q: Query, own: bool = True) -> None:
-        """serf ``handleQuery``: witness, dedup by (LTime, ID), rebroadcast, then answer."""
+        """serf ``handleQuery``: witness, dedup by (LTime, ID), rebroadcast, then answer.
+        A received query whose LTime jumps too far ahead of our clock is dropped (counted)."""
         ltime, qid = q.ltime, q.id
-        self.query_clock.witness(ltime)
         self.metrics.queries_received += not own
+        if not own and not self._plausible(self.query_clock, ltime):
+            return
+        self.query_clock.witness(ltime)
         if ltime < self.query_min_time:
             return
         cur = self.query_clock.time()

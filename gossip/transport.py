@@ -5,7 +5,9 @@
   per datagram, measured in ``shared/reference/stack.md``); sending is a plain non-blocking
   ``sendto`` (a full buffer drops the datagram, as UDP would).
 * TCP: one exchange per connection, parsed to its end by :class:`gossip.wire.StreamParser`
-  (peers never half-close), bounded by a deadline and a byte limit.
+  (peers never half-close), bounded by a deadline and a byte limit; at most
+  :class:`StreamLimit` ``.limit`` inbound exchanges run at once, the others are closed at once
+  and counted (memberlist has no cap: idle connections could pin every task).
 """
 
 from __future__ import annotations
@@ -116,9 +118,35 @@ async def exchange(addr: Addr, data: bytes, parser: StreamParser | None,
     return None
 
 
+class StreamLimit:
+    """How many inbound streams may run at once; counts those refused."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+        self.refused = 0
+
+    def wrap(self, handler: Callable[[trio.SocketStream, Addr], Awaitable[None]]
+             ) -> Callable[[trio.SocketStream, Addr], Awaitable[None]]:
+        async def limited(stream: trio.SocketStream, peer: Addr) -> None:
+            if self.active >= self.limit:
+                self.refused += 1
+                await trio.aclose_forcefully(stream)
+                return
+            self.active += 1
+            try:
+                await handler(stream, peer)
+            finally:
+                self.active -= 1
+        return limited
+
+
 async def serve_tcp(listener: trio.SocketListener,
-                    handler: Callable[[trio.SocketStream, Addr], Awaitable[None]]) -> None:
+                    handler: Callable[[trio.SocketStream, Addr], Awaitable[None]],
+                    limit: StreamLimit | None = None) -> None:
     """Accept forever, running ``handler(stream, peer)`` in its own task per connection."""
+    if limit is not None:
+        handler = limit.wrap(handler)
     async with trio.open_nursery() as nursery:
         while True:
             try:

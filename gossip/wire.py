@@ -502,72 +502,114 @@ class StreamMessage:
     message: Message | None = None
 
 
-_NEED_MORE = object()
+_STREAM_KINDS = (MsgType.PUSH_PULL, MsgType.USER, MsgType.PING, MsgType.ACK, MsgType.ERR)
+
+
+def _unpacker() -> msgpack.Unpacker:
+    return msgpack.Unpacker(raw=True, strict_map_key=False, max_buffer_size=MAX_STREAM_BYTES)
+
+
+def _feed(unpacker: msgpack.Unpacker, data: bytes) -> None:
+    try:
+        unpacker.feed(data)
+    except msgpack.BufferFull:
+        raise DecodeError("stream too large") from None
+
+
+class _Plain:
+    """Incremental parser of one unencrypted, uncompressed stream body.
+
+    Every byte is parsed once: msgpack's Unpacker resumes an object cut by a chunk boundary
+    where it stopped, so a stream costs time linear in its size however it is chunked."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.unpacker = _unpacker()
+        self.head: dict[bytes, Any] | None = None
+        self.count = self.ulen = 0
+        self.nodes: list[PushNodeState] = []
+        self.at = -1  # offset of the node state being read (after the type byte)
+
+    def feed(self, chunk: bytes) -> StreamMessage | None:
+        if not self.data:
+            if not chunk:
+                return None
+            if chunk[0] not in _STREAM_KINDS:
+                raise DecodeError(f"unexpected stream message type {chunk[0]}")
+        _feed(self.unpacker, chunk[1:] if not self.data else chunk)
+        self.data += chunk
+        return self._step(MsgType(self.data[0]))
+
+    def _next(self, what: str, skip: bool = False) -> Any:
+        try:
+            if skip:
+                self.unpacker.skip()
+                return None
+            return self.unpacker.unpack()
+        except msgpack.OutOfData:
+            raise
+        except Exception as exc:
+            raise DecodeError(f"{what}: bad msgpack: {exc}") from None
+
+    def _header(self, what: str) -> dict[bytes, Any] | None:
+        if self.head is None:
+            try:
+                head = self._next(what)
+            except msgpack.OutOfData:
+                return None
+            if not isinstance(head, dict):
+                raise DecodeError(f"{what}: expected a map")
+            self.head = head
+        return self.head
+
+    def _step(self, t: MsgType) -> StreamMessage | None:
+        data, tell = self.data, self.unpacker.tell
+        if t == MsgType.PUSH_PULL:
+            w = "push-pull header"
+            if self.head is None:
+                head = self._header(w)
+                if head is None:
+                    return None
+                self.count = f_int(head, b"Nodes", w, bits=31)
+                self.ulen = f_int(head, b"UserStateLen", w, bits=31)
+                if self.count > 1_000_000 or self.ulen > MAX_STREAM_BYTES:
+                    raise DecodeError("push-pull too large")
+            while len(self.nodes) < self.count:
+                if self.at < 0:
+                    self.at = 1 + tell()
+                try:
+                    self._next("push node state", skip=True)
+                except msgpack.OutOfData:
+                    return None
+                self.nodes.append(_node_state(bytes(data[self.at:1 + tell()])))
+                self.at = -1
+            start = 1 + tell()
+            if len(data) - start < self.ulen:
+                return None
+            assert self.head is not None
+            return StreamMessage(MsgType.PUSH_PULL, push_pull=PushPull(
+                f_bool(self.head, b"Join", w), tuple(self.nodes),
+                bytes(data[start:start + self.ulen])))
+        if t == MsgType.USER:
+            w = "user message header"
+            if self.head is None:
+                head = self._header(w)
+                if head is None:
+                    return None
+                self.ulen = f_int(head, b"UserMsgLen", w, bits=31)
+            start = 1 + tell()
+            if len(data) - start < self.ulen:
+                return None
+            return StreamMessage(MsgType.USER,
+                                 message=UserMsg(bytes(data[start:start + self.ulen])))
+        if self._header(t.name.lower()) is None:  # PING, ACK or ERR: one map
+            return None
+        return StreamMessage(t, message=_decode_body(t, bytes(data[1:1 + tell()])))
 
 
 def _parse_plain(buf: bytes) -> StreamMessage | None:
     """Parse an unencrypted, uncompressed stream body; None if ``buf`` is not complete yet."""
-    if not buf:
-        return None
-    t = buf[0]
-    unpacker = msgpack.Unpacker(raw=True, strict_map_key=False, max_buffer_size=MAX_STREAM_BYTES)
-    unpacker.feed(buf[1:])
-
-    def next_map(what: str) -> dict[bytes, Any] | object:
-        try:
-            obj = unpacker.unpack()
-        except msgpack.OutOfData:
-            return _NEED_MORE
-        except Exception as exc:
-            raise DecodeError(f"{what}: bad msgpack: {exc}") from None
-        if not isinstance(obj, dict):
-            raise DecodeError(f"{what}: expected a map")
-        return obj
-
-    if t == MsgType.PUSH_PULL:
-        head = next_map("push-pull header")
-        if head is _NEED_MORE:
-            return None
-        assert isinstance(head, dict)
-        count = f_int(head, b"Nodes", "push-pull header", bits=31)
-        ulen = f_int(head, b"UserStateLen", "push-pull header", bits=31)
-        if count > 1_000_000 or ulen > MAX_STREAM_BYTES:
-            raise DecodeError("push-pull too large")
-        nodes: list[PushNodeState] = []
-        tell, skip = unpacker.tell, unpacker.skip
-        for _ in range(count):
-            at = 1 + tell()
-            try:
-                skip()
-            except msgpack.OutOfData:
-                return None
-            except Exception as exc:
-                raise DecodeError(f"push node state: bad msgpack: {exc}") from None
-            nodes.append(_node_state(buf[at:1 + tell()]))
-        start = 1 + unpacker.tell()
-        if len(buf) - start < ulen:
-            return None
-        user = buf[start:start + ulen]
-        return StreamMessage(MsgType.PUSH_PULL,
-                             push_pull=PushPull(f_bool(head, b"Join", "push-pull header"),
-                                                tuple(nodes), user))
-    if t == MsgType.USER:
-        head = next_map("user message header")
-        if head is _NEED_MORE:
-            return None
-        assert isinstance(head, dict)
-        ulen = f_int(head, b"UserMsgLen", "user message header", bits=31)
-        start = 1 + unpacker.tell()
-        if len(buf) - start < ulen:
-            return None
-        return StreamMessage(MsgType.USER, message=UserMsg(buf[start:start + ulen]))
-    if t in (MsgType.PING, MsgType.ACK, MsgType.ERR):
-        body = next_map(MsgType(t).name.lower())
-        if body is _NEED_MORE:
-            return None
-        end = 1 + unpacker.tell()
-        return StreamMessage(MsgType(t), message=_decode_body(t, buf[1:end]))
-    raise DecodeError(f"unexpected stream message type {t}")
+    return _Plain().feed(buf)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -575,6 +617,8 @@ def _node_state(raw: bytes) -> PushNodeState:
     """One msgpack ``pushNodeState``, memoised on its bytes (peers repeat unchanged states)."""
     w = "push node state"
     m = unpack_map(raw, w)
+    if f_int(m, b"State", w, bits=8) > NodeState.LEFT:
+        raise DecodeError(f"{w}: unknown state")
     return PushNodeState(
         f_str(m, b"Name", w), f_bytes(m, b"Addr", w), f_int(m, b"Port", w, bits=16),
         f_bytes(m, b"Meta", w), f_int(m, b"Incarnation", w, bits=32),
@@ -584,26 +628,48 @@ def _node_state(raw: bytes) -> PushNodeState:
 Decryptor = Callable[[bytes, bytes], bytes]  # (5-byte header, blob) -> plaintext
 
 
+class _Compressed:
+    """Incremental reader of ``[9][msgpack compress{Algo, Buf}]``, linear like :class:`_Plain`."""
+
+    def __init__(self) -> None:
+        self.unpacker = _unpacker()
+        self.data = bytearray()
+
+    def feed(self, chunk: bytes) -> StreamMessage | None:
+        _feed(self.unpacker, chunk[1:] if not self.data else chunk)
+        self.data += chunk
+        try:
+            self.unpacker.skip()
+        except msgpack.OutOfData:
+            return None
+        except Exception as exc:
+            raise DecodeError(f"compress: bad msgpack: {exc}") from None
+        end = 1 + self.unpacker.tell()
+        return _complete(_decompress(bytes(self.data[1:end]), MAX_STREAM_BYTES))
+
+
 @dataclass
 class StreamParser:
     """Incremental parser for one TCP exchange (the peer never half-closes: parse to the end).
 
     ``decrypt`` is the keyring's stream decryptor; ``require_encryption`` rejects plaintext
-    streams (memberlist's GossipVerifyIncoming).
+    streams (memberlist's GossipVerifyIncoming).  Feeding costs time linear in the bytes fed.
     """
 
     decrypt: Decryptor | None = None
     require_encryption: bool = False
     buf: bytearray = field(default_factory=bytearray)
+    size: int = 0
+    inner: _Plain | _Compressed | None = None
 
     def feed(self, data: bytes) -> StreamMessage | None:
-        self.buf += data
-        if len(self.buf) > MAX_STREAM_BYTES + 64:
+        self.size += len(data)
+        if self.size > MAX_STREAM_BYTES + 64:
             raise DecodeError("stream too large")
-        return self._try()
-
-    def _try(self) -> StreamMessage | None:
-        buf = bytes(self.buf)
+        if self.inner is not None:
+            return self.inner.feed(data)
+        self.buf += data
+        buf = self.buf
         if not buf:
             return None
         if buf[0] == MsgType.ENCRYPT:
@@ -616,22 +682,12 @@ class StreamParser:
                 raise DecodeError("encrypted stream too large")
             if len(buf) < 5 + ln:
                 return None
-            plain = self.decrypt(buf[:5], buf[5:5 + ln])
-            return _complete(plain)
+            return _complete(self.decrypt(bytes(buf[:5]), bytes(buf[5:5 + ln])))
         if self.require_encryption:
             raise DecodeError("encryption is configured but remote state is not encrypted")
-        if buf[0] == MsgType.COMPRESS:
-            unpacker = msgpack.Unpacker(raw=True, strict_map_key=False,
-                                        max_buffer_size=MAX_STREAM_BYTES)
-            unpacker.feed(buf[1:])
-            try:
-                unpacker.unpack()
-            except msgpack.OutOfData:
-                return None
-            except Exception as exc:
-                raise DecodeError(f"compress: bad msgpack: {exc}") from None
-            return _complete(_decompress(buf[1:1 + unpacker.tell()], MAX_STREAM_BYTES))
-        return _parse_plain(buf)
+        self.inner = _Compressed() if buf[0] == MsgType.COMPRESS else _Plain()
+        first, self.buf = bytes(buf), bytearray()
+        return self.inner.feed(first)
 
 
 def _complete(plain: bytes) -> StreamMessage:

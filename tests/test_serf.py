@@ -343,4 +343,7 @@ def test_serf_golden_udp_gossip_is_understood() -> None:
             s.receive_packet(0.0, ("127.0.0.2", 1), (GOLDEN / name).read_bytes())
     names = {e.name for e in events(s)}
     assert len(names) == manifest["cases"]["encrypted"]["events_fired"]
+    s.tick(s.ml.admission.deadline())  # a stranger's news: admitted once serf1 answers
+    p = s.ml.admission.pending["serf1"]
+    s.receive_packet(0.0, (p.addr, p.alive.port), kr.encrypt_packet(wire.encode(wire.Ack(p.seq))))
     assert "serf1" in s.ml.members and s.members["serf1"].status is MemberStatus.ALIVE

@@ -136,6 +136,7 @@ def metric_values(agent: Agent) -> tuple[dict[str, float], dict[str, float]]:
         "rumor_bus_records": len(agent.bus),
         "rumor_bus_last_index": agent.bus.last_index,
         "rumor_stream_subscribers": agent.bus.subscribers,
+        "rumor_members_unverified": len(node.serf.ml.admission),
     }
     counters: dict[str, float] = {
         "rumor_packets_in_total": ml.packets_in,
@@ -168,6 +169,13 @@ def metric_values(agent: Agent) -> tuple[dict[str, float], dict[str, float]]:
         "rumor_bus_published_total": agent.bus.published,
         "rumor_stream_slow_closed_total": agent.bus.slow_closed,
         "rumor_stream_direct_writes_total": agent.bus.direct_writes,
+        # hostile input the gossip layer dropped (README "Hostile input")
+        "rumor_ltime_jumps_dropped_total": sm.ltime_jumps_dropped,
+        "rumor_incarnation_jumps_dropped_total": ml.incarnation_jumps_dropped,
+        "rumor_members_refused_total": node.serf.ml.admission.metrics.refused
+        + sm.intents_capped,
+        "rumor_members_unanswered_total": node.serf.ml.admission.metrics.expired,
+        "rumor_gossip_streams_refused_total": node.stream_limit.refused,
     }
     return gauges, counters
 
