@@ -44,6 +44,7 @@ from gossip.keyops import KeyResponse
 from gossip.node import GossipNode
 from gossip.serf import (
     USER_EVENT_SIZE_HARD_LIMIT,
+    ClockExhausted,
     Delivery,
     MemberEvent,
     MemberStatus,
@@ -402,10 +403,10 @@ class Agent:
                                  f"{USER_EVENT_SIZE_HARD_LIMIT}")
         try:
             ltime = self.node.user_event(serf_name, blob)
+        except ClockExhausted as exc:
+            raise FireError(503, f"cannot fire: the event clock cannot advance ({exc})") from None
         except SerfError as exc:
             raise FireError(413, str(exc)) from None
-        except (OverflowError, ValueError) as exc:  # a Lamport clock past 2**64-1
-            raise FireError(503, f"cannot fire: the event clock cannot advance ({exc})") from None
         self.metrics.events_fired += 1
         if ev.id not in self.store:  # our own node/service/tag filter kept it out
             self.outbox.add(dataclasses.replace(ev, ltime=ltime))

@@ -76,6 +76,10 @@ class SerfError(ValueError):
     """A request the Serf layer refuses (e.g. an event over the size limit)."""
 
 
+class ClockExhausted(SerfError):
+    """The event clock has reached 2**64-1: no new event can be given a time."""
+
+
 @dataclass(frozen=True)
 class SerfConfig:
     event_size_limit: int = 512
@@ -330,13 +334,14 @@ class Serf(Delegate):
             self.ml.start_push_pull(now, a, join=True, done=one)
 
     def user_event(self, now: float, name: str, payload: bytes, coalesce: bool = False) -> int:
-        """Fire an event; returns its LTime.  Raises SerfError over the size limit."""
+        """Fire an event; returns its LTime.  SerfError over the size limit, ClockExhausted
+        once the event clock can no longer advance."""
         limit = self.cfg.event_size_limit
         if len(name.encode()) + len(payload) > limit:
             raise SerfError(f"user event exceeds configured limit of {limit} bytes before "
                             "encoding")
         if self.event_clock.exhausted():
-            raise SerfError("the event clock has reached its largest value")
+            raise ClockExhausted("the event clock has reached its largest value")
         ltime = self.event_clock.time()
         msg = _encode(SerfMsg.USER_EVENT, {"LTime": ltime, "Name": name, "Payload": payload,
                                            "CC": coalesce})
