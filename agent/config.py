@@ -69,6 +69,7 @@ class AgentConfig:
     event_buffer: int = 256
     gossip_profile: str = "lan"
     leave_on_terminate: bool = True
+    ui: bool = True
 
     def encrypt_key(self) -> bytes | None:
         """The decoded gossip key, or None when encryption is off."""
@@ -219,9 +220,12 @@ _FIELDS: tuple[_Field, ...] = (
            "Gossip timing profile: lan, wan or local."),
     _Field("leave_on_terminate", "bool", "leave_on_terminate", None,
            "Leave gracefully on SIGTERM."),
+    _Field("ui", "bool", "ui_config.enabled", "ui", "Serve the web UI at /ui/ (default true)."),
 )
 _BY_NAME = {f.name: f for f in _FIELDS}
 _BY_FILE_KEY = {f.file_key: f for f in _FIELDS if f.file_key}
+_BY_FILE_KEY["ui"] = _BY_NAME["ui"]  # Consul's older top-level key for ui_config.enabled
+_NESTED = ("ports", "ui_config")  # file keys whose value is an object of dotted keys
 
 _FLAG_KIND = {"list": "list", "meta": "list", "bool": "bool"}
 AGENT_FLAGS: tuple[FlagSpec, ...] = (
@@ -309,10 +313,10 @@ def _file_layer(path: str) -> _Layer:
         raise ConfigError(f"{where}: top level must be a JSON object")
     layer: _Layer = []
     for key, value in data.items():
-        if key == "ports":
+        if key in _NESTED:
             if not isinstance(value, dict):
-                raise ConfigError(f"{where}: ports: must be an object")
-            items = [(f"ports.{k}", v) for k, v in value.items()]
+                raise ConfigError(f"{where}: {key}: must be an object")
+            items = [(f"{key}.{k}", v) for k, v in value.items()]
         else:
             items = [(key, value)]
         for dotted, v in items:

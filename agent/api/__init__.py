@@ -8,6 +8,7 @@ from typing import Any
 from agent.agent import Agent
 from agent.api import agent as agent_api
 from agent.api import event as event_api
+from agent.api import ui as ui_api
 from agent.http.routing import Router
 from agent.http.types import Request
 from agent.logs import MonitorHub
@@ -40,4 +41,5 @@ def build_router(agent: Agent, hub: MonitorHub | None = None) -> Router:
         routes.append(("GET", "/v1/agent/monitor", agent_api.monitor(hub)))
     for method, pattern, fn in routes:
         router.add(method, pattern, bind(fn))
+    ui_api.add_routes(router, agent.config.ui)
     return router
