@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from agent.bus import Bus
 from agent.catalog import Catalog
 from agent.config import AgentConfig
 from agent.events import (
@@ -28,6 +29,7 @@ from agent.events import (
     serf_event_name,
 )
 from agent.filters import should_process
+from agent.sinks import SinkManager
 from gossip.config import Addr, GossipConfig
 from gossip.crypto import Keyring
 from gossip.node import GossipNode
@@ -38,6 +40,7 @@ from gossip.serf import (
     MemberStatus,
     SerfConfig,
     SerfError,
+    SerfMember,
 )
 from gossip.serf import UserEvent as SerfUserEvent
 
@@ -125,6 +128,15 @@ def default_advertise(bind: str) -> str:
     return "127.0.0.1"
 
 
+def member_json(m: SerfMember) -> dict[str, Any]:
+    """One member as ``/v1/agent/members`` renders it."""
+    vsn = list(m.vsn) + [0] * (6 - len(m.vsn))
+    return {"Name": m.name, "Addr": m.addr, "Port": m.port, "Tags": dict(m.tags),
+            "Status": int(m.status), "ProtocolMin": vsn[0], "ProtocolMax": vsn[1],
+            "ProtocolCur": vsn[2], "DelegateMin": vsn[3], "DelegateMax": vsn[4],
+            "DelegateCur": vsn[5]}
+
+
 class Agent:
     def __init__(self, config: AgentConfig, *, gossip: GossipConfig | None = None) -> None:
         self.config = config
@@ -136,6 +148,8 @@ class Agent:
             data.mkdir(parents=True, exist_ok=True)
         self.store = EventStore(config.event_buffer, data / "events.jsonl" if data else None)
         self.catalog = Catalog(data / "services.json" if data else None)
+        self.bus = Bus(config.stream_buffer, data / "bus.log" if data else None)
+        self.sinks = SinkManager(self.bus, data / "sinks.json" if data else None)
         keyring = None
         key = config.encrypt_key()
         if key is not None:
@@ -167,6 +181,7 @@ class Agent:
         ``eventMinTime``.  Events fired while it was down still arrive.
         """
         await nursery.start(self.node.run)
+        nursery.start_soon(self.sinks.run)
         if self.store.max_ltime:
             self.node.serf.witness_event_time(self.store.max_ltime)
         if len(self.store) and self.store.first_seq > 1:
@@ -276,24 +291,19 @@ class Agent:
                 return
             if self.store.add(ev):
                 self.metrics.events_stored += 1
+                self.bus.publish_event(ev.to_json())
                 log.debug("agent: new event %s %s (ltime %d)", ev.name, ev.id, ev.ltime)
             else:
                 self.metrics.events_deduped += 1
         elif isinstance(d, MemberEvent):
             log.info("serf: member %s: %s %s:%d", d.kind, d.member.name, d.member.addr,
                      d.member.port)
+            self.bus.publish_member(d.kind, member_json(d.member))
 
     # --- views -------------------------------------------------------------------------------
 
     def members_json(self) -> list[dict[str, Any]]:
-        out = []
-        for m in sorted(self.node.members(), key=lambda m: m.name):
-            vsn = list(m.vsn) + [0] * (6 - len(m.vsn))
-            out.append({"Name": m.name, "Addr": m.addr, "Port": m.port, "Tags": m.tags,
-                        "Status": int(m.status), "ProtocolMin": vsn[0],
-                        "ProtocolMax": vsn[1], "ProtocolCur": vsn[2], "DelegateMin": vsn[3],
-                        "DelegateMax": vsn[4], "DelegateCur": vsn[5]})
-        return out
+        return [member_json(m) for m in sorted(self.node.members(), key=lambda m: m.name)]
 
     def self_json(self) -> dict[str, Any]:
         me = next((m for m in self.members_json() if m["Name"] == self.node_name), None)
@@ -307,7 +317,10 @@ class Agent:
             "Stats": {"agent": {"members": str(len(self.node.members())),
                                 "uptime_seconds": str(int(time.time() - self.started))},
                       "events": {"stored": str(len(self.store)),
-                                 "index": str(self.store.index())}},
+                                 "index": str(self.store.index())},
+                      "bus": {"records": str(len(self.bus)),
+                              "last_index": str(self.bus.last_index),
+                              "subscribers": str(self.bus.subscribers)}},
             "DebugConfig": {"EventSizeLimit": cfg.event_size_limit,
                             "Encrypt": cfg.encrypt is not None,
                             "ClientAddr": cfg.client_addr, "HTTPPort": cfg.http_port,

@@ -278,6 +278,28 @@ def cmd_monitor(f: ParsedFlags, env: Env) -> int:
     return 1
 
 
+def cmd_stream(f: ParsedFlags, env: Env) -> int:
+    from agent.streamcli import follow
+
+    fmt = f.get_str("format") or "json"
+    if fmt not in ("json", "pretty"):
+        raise FlagError(f"-format must be json or pretty, got {fmt!r}")
+    index = None
+    if f.has("index"):
+        raw = f.get_str("index") or ""
+        if not (raw.isascii() and raw.isdigit()) or int(raw) > (1 << 63) - 1:
+            raise FlagError(f"-index must be an integer 0-{(1 << 63) - 1}, got {raw!r}")
+        index = int(raw)
+    topics = f.get_list("topic")
+    if f.args:
+        raise FlagError("Too many command line arguments.")
+    with _sigterm_interrupts():
+        try:
+            return follow(_client(f, env), topics, index, fmt)
+        except KeyboardInterrupt:
+            return 0
+
+
 def cmd_keygen(f: ParsedFlags, env: Env) -> int:
     print(base64.b64encode(os.urandom(32)).decode())
     return 0
@@ -358,6 +380,15 @@ COMMANDS: dict[str, Command] = {
     "monitor": Command("Stream logs from a rumor agent", "rumor monitor [options]",
                        (_s("log-level", "Log level to stream (default INFO)."), *HTTP_FLAGS),
                        cmd_monitor),
+    "stream": Command("Stream events and member changes", "rumor stream [options]\n\n"
+                      "  Follows /v1/event/stream, one line per record; reconnects and resumes\n"
+                      "  by itself after the agent restarts. Starts with new records unless\n"
+                      "  -index is given.",
+                      (FlagSpec("topic", "list", "Topic:Key filter, key may be a glob "
+                                "(repeatable; default all).", "T:K"),
+                       _s("index", "Start after this Index (0: everything buffered).", "N"),
+                       _s("format", "json (one line per record) or pretty (Salt-style).",
+                          "FORMAT"), *HTTP_FLAGS), cmd_stream),
     "validate": Command("Validate config files/directories", "rumor validate [options] "
                         "[FILE_OR_DIRECTORY...]\n\n  Checks a configuration (the same flags "
                         "as 'rumor agent') and exits 0 if it is valid.", AGENT_FLAGS),

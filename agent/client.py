@@ -24,6 +24,14 @@ class ClientError(Exception):
     """The agent could not be reached or spoke nonsense. str() is the user-facing message."""
 
 
+class StatusError(ClientError):
+    """The agent answered a stream request with a non-200 status (``status``)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class Response(NamedTuple):
     status: int
     headers: dict[str, str]
@@ -135,19 +143,22 @@ class Client:
         return self.request("PUT", path, params, body=b"" if body is None else body,
                             headers=extra, timeout=timeout)
 
-    def stream(self, path: str, params: Params = None) -> Iterator[str]:
+    def stream(self, path: str, params: Params = None,
+               idle_timeout: float | None = None) -> Iterator[str]:
         """GET a streaming endpoint and yield its lines (without the newline) as they arrive.
 
-        Raises ClientError if the agent is unreachable or answers with a non-200 status."""
+        Raises ClientError if the agent is unreachable or silent for ``idle_timeout`` s,
+        StatusError if it answers with a non-200 status."""
         conn = self._connect(self.timeout)
         try:
             conn.request("GET", path + _query(params), headers=self._headers())
             resp = conn.getresponse()
             if resp.status != 200:
                 body = resp.read().decode("utf-8", "replace").strip()
-                raise ClientError(f"Unexpected response code: {resp.status} ({body})")
+                raise StatusError(resp.status,
+                                  f"Unexpected response code: {resp.status} ({body})")
             if conn.sock is not None:
-                conn.sock.settimeout(None)  # a quiet log stream is not an error
+                conn.sock.settimeout(idle_timeout)  # None: a quiet log stream is not an error
             while True:
                 line = resp.readline()
                 if not line:

@@ -67,6 +67,7 @@ class AgentConfig:
     log_level: str = "INFO"
     event_size_limit: int = 512
     event_buffer: int = 256
+    stream_buffer: int = 10_000
     gossip_profile: str = "lan"
     leave_on_terminate: bool = True
     ui: bool = True
@@ -216,6 +217,8 @@ _FIELDS: tuple[_Field, ...] = (
            "Maximum user event size in bytes (name + payload, 1-9216)."),
     _Field("event_buffer", "int", "event_buffer", "event-buffer",
            "Number of recent events kept for /v1/event/list."),
+    _Field("stream_buffer", "int", "stream_buffer", "stream-buffer",
+           "Number of bus records kept for /v1/event/stream resumption (and on disk)."),
     _Field("gossip_profile", "str", "gossip_profile", "gossip-profile",
            "Gossip timing profile: lan, wan or local."),
     _Field("leave_on_terminate", "bool", "leave_on_terminate", None,
@@ -494,6 +497,9 @@ def _build(values: dict[str, Any], origin: dict[str, str]) -> AgentConfig:
     buf = out.get("event_buffer", 256)
     if not 1 <= buf <= 65536:
         raise err("event_buffer", f"must be 1-65536, got {buf}")
+    sbuf = out.get("stream_buffer", 10_000)
+    if not 1 <= sbuf <= 1_000_000:
+        raise err("stream_buffer", f"must be 1-1000000, got {sbuf}")
     profile = str(out.get("gossip_profile", "lan")).lower()
     if profile not in GOSSIP_PROFILES:
         raise err("gossip_profile", f"must be one of lan, wan, local, got {profile!r}")

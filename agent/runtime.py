@@ -80,5 +80,6 @@ async def _main(config: AgentConfig, hub: object) -> int:
             await agent.shutdown.wait()
         log.info("agent: shutdown complete")
         agent.store.close()
+        agent.bus.close()
         nursery.cancel_scope.cancel()
     return 0 if agent.fatal is None else _fatal(agent.fatal)

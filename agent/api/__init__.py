@@ -8,6 +8,8 @@ from typing import Any
 from agent.agent import Agent
 from agent.api import agent as agent_api
 from agent.api import event as event_api
+from agent.api import sink as sink_api
+from agent.api import stream as stream_api
 from agent.api import ui as ui_api
 from agent.http.routing import Router
 from agent.http.types import Request
@@ -27,6 +29,13 @@ def build_router(agent: Agent, hub: MonitorHub | None = None) -> Router:
     routes: list[tuple[str, str, Endpoint]] = [
         ("PUT", "/v1/event/fire/{name...}", event_api.fire),
         ("GET", "/v1/event/list", event_api.list_events),
+        ("GET", "/v1/event/stream", stream_api.stream),
+        ("POST", "/v1/event/stream", stream_api.stream),
+        ("GET", "/v1/sys/events/subscribe/{type...}", stream_api.subscribe_ws),
+        ("PUT", "/v1/event/sink/{id...}", sink_api.put_sink),
+        ("GET", "/v1/event/sink/{id...}", sink_api.get_sink),
+        ("DELETE", "/v1/event/sink/{id...}", sink_api.delete_sink),
+        ("GET", "/v1/event/sinks", sink_api.list_sinks),
         ("GET", "/v1/agent/members", agent_api.members),
         ("GET", "/v1/agent/self", agent_api.self_info),
         ("PUT", "/v1/agent/join/{address...}", agent_api.join),

@@ -38,6 +38,7 @@ __all__ = ["HandshakeError", "ServerWebSocket", "accept", "run_session"]
 log = logging.getLogger("rumor.http")
 
 CLOSE_GRACE = 1.0
+SEND_TIMEOUT = 30.0  # a peer that takes longer than this to accept one message is dropped
 INBOX_SIZE = 16
 RECEIVE_BYTES = 65536
 MESSAGE_TOO_BIG = 1009
@@ -116,7 +117,12 @@ class ServerWebSocket:
                 raise self._closed
             try:
                 data = self._ws.send(event)
-                await self._stream.send_all(data)
+                with trio.move_on_after(SEND_TIMEOUT) as timer:
+                    await self._stream.send_all(data)
+                if timer.cancelled_caught:  # the peer stopped reading: give up on it
+                    self._closed = self._closed or ConnectionClosed(ABNORMAL, "send timed out")
+                    await trio.aclose_forcefully(self._stream)
+                    raise self._closed
             except LocalProtocolError:
                 raise self._closed or ConnectionClosed(ABNORMAL, "") from None
             except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -135,6 +135,7 @@ async def in_process_agent(host: str, name: str, *, http_port: int = 0,
                 yield InProc(agent, router, host, port, client)
             finally:
                 agent.store.close()
+                agent.bus.close()
                 nursery.cancel_scope.cancel()
 
 
