@@ -5,8 +5,10 @@ Window A shows n1's page, window B n2's; they stay open across the tests, in ord
 lists 3 alive members; an event fired through B's form appears live in A (and the name filter
 hides what does not match); the agent's refusals (bad regex, oversize) are shown in the form
 and nothing is broadcast; the chart counts the events that arrived; the token is kept in the
-tab and sent with every request; after n1 is restarted, A resumes and shows what it missed
-exactly once; n3 killed with -9 turns to failed in A, with a mark on the chart.
+tab and sent with every request (``?token=`` on the event stream); after n1 is restarted, A
+resumes its stream and shows what it missed exactly once; n3 killed with -9 turns to failed
+in A and n2 stopped gracefully to left, each with a mark on the chart; a narrow window keeps
+every control reachable.
 
 Every wait is bounded. On failure, screenshots and HTML of both windows plus the console log
 are saved under tmp/artifacts/ and the path is printed in the failure.
@@ -253,9 +255,13 @@ def test_token_is_kept_in_the_tab_and_sent_with_every_request(
     sent = [(url, h) for url, h in request_headers(d)
             if url.startswith(f"http://{cluster[1].http_addr}/v1/")]
     paths = {url.split("/v1/")[1].split("?")[0] for url, _ in sent}
-    assert {"agent/members", "agent/self", "event/list", f"event/fire/{name}"} <= paths, paths
+    assert {"agent/members", "agent/self", "event/list", f"event/fire/{name}",
+            "event/stream"} <= paths, paths
     for url, headers in sent:
-        assert headers.get("X-Consul-Token") == "s3cret-token", (url, headers)
+        if "/v1/event/stream?" in url:  # an EventSource cannot set headers: ?token=
+            assert "token=s3cret-token" in url.split("?")[1].split("&"), url
+        else:
+            assert headers.get("X-Consul-Token") == "s3cret-token", (url, headers)
     box = d.find_element(By.ID, "token")
     box.clear()
     box.send_keys(Keys.ENTER)
@@ -301,6 +307,18 @@ def test_killed_member_turns_failed(pages: Pages, cluster: list[AgentProcess],
     assert len(marks) == marks_before + 1 and marks[-1].endswith(" n3 failed"), marks
     for name in ("A", "B"):
         assert console_errors(pages.show(name)) == [], f"script errors on page {name}"
+
+
+def test_graceful_leave_turns_left(pages: Pages, cluster: list[AgentProcess],
+                                  on_failure: None) -> None:
+    d = pages.show("A")
+    cluster[1].stop(signal.SIGTERM)
+    wait_until(d, lambda d: member_statuses(d).get("n2") == "left", SPREAD,
+               "n2 to turn left on page A")
+    marks: list[str] = d.execute_script(
+        "return [...document.querySelectorAll('#chart .mark.left')].map(m => m.textContent)")
+    assert [m for m in marks if m.endswith(" n2 left")], marks
+    assert d.find_element(By.ID, "conn").text == "live"
 
 
 def test_narrow_window_keeps_every_control_reachable(pages: Pages, on_failure: None) -> None:

@@ -1,9 +1,9 @@
 // Wires the page together: who we talk to, the token, the live feeds, the form and filter.
 
-import { AgentError, getJSON, getToken, setToken } from "./api.js";
+import { AgentError, getToken, setToken } from "./api.js";
 import { Activity } from "./chart.js";
 import { EventList } from "./events.js";
-import { Health, followEvents, followMembers } from "./feeds.js";
+import { Health, follow } from "./feeds.js";
 import { setupFire } from "./fire.js";
 import { Members } from "./members.js";
 
@@ -26,37 +26,35 @@ function report(errors) {
     return;
   }
   const [feed, error] = errors.entries().next().value;
+  const what = feed === "stream" ? "the event stream" : "the cluster's state";
   const refused = error instanceof AgentError;
   conn.dataset.state = refused ? "refused" : "down";
   conn.textContent = refused ? "refused" : "agent unreachable, retrying…";
   problem.hidden = false;
   problem.textContent = refused
-    ? `The agent refused the ${feed} request (${error.status}): ${error.agentMessage}` +
+    ? `The agent refused ${what} (${error.status}): ${error.agentMessage}` +
       (error.status === 403 ? " (check the ACL token)" : "")
-    : `No answer from the agent (${feed}): ${error.message}. Retrying.`;
+    : `No answer from the agent for ${what} (${error.message}); retrying.`;
 }
 
-async function whoAmI(signal) {
-  try {
-    const { body } = await getJSON("/v1/agent/self", { signal });
-    self = body.Config.NodeName;
-    $("agent-name").textContent = `${self} · ${body.Config.Datacenter}`;
-    document.title = `rumor · ${self}`;
-  } catch (e) {
-    if (!signal.aborted) $("agent-name").textContent = "";
-  }
+function showSelf(body) {
+  self = body.Config.NodeName;
+  $("agent-name").textContent = `${self} · ${body.Config.Datacenter}`;
+  document.title = `rumor · ${self}`;
 }
 
 function start() {
   if (feeds) feeds.abort();
   feeds = new AbortController();
-  const { signal } = feeds;
-  const health = new Health(report);
-  whoAmI(signal);
-  followMembers(signal, health, (list) => members.replaceAll(list));
-  followEvents(signal, health, (list, live) => {
-    const now = Date.now();
-    for (const ev of list) events.add(ev, live ? now : null);
+  follow(feeds.signal, new Health(report), {
+    self: showSelf,
+    members: (list) => members.replaceAll(list),
+    events: (list, live) => {
+      const now = Date.now();
+      for (const ev of list) events.add(ev, live ? now : null);
+    },
+    event: (ev) => events.add(ev, Date.now()),
+    node: (type, member) => members.apply(type, member),
   });
 }
 

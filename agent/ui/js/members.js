@@ -5,8 +5,9 @@ import { el } from "./dom.js";
 
 // Serf's member status numbers, as /v1/agent/members reports them.
 const STATUS = { 0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed" };
-// Which status change is worth a mark on the chart.
+// Which status change is worth a mark on the chart, by new status and by stream record Type.
 const CHANGE = { alive: "join", failed: "failed", left: "left" };
+const RECORD = { NodeJoin: "join", NodeFailed: "failed", NodeLeave: "left" };
 
 export function statusName(code) {
   return STATUS[code] || `status ${code}`;
@@ -22,7 +23,8 @@ export class Members {
     this.shown = ""; // what the table shows, to redraw only when it changes
   }
 
-  // A full list from GET /v1/agent/members: diff it against what we had.
+  // A full list from GET /v1/agent/members (a new session's snapshot): diff it against what
+  // we had; the first one is the baseline.
   replaceAll(list) {
     const seen = new Set();
     for (const m of list) {
@@ -36,10 +38,11 @@ export class Members {
     this.render();
   }
 
-  // One member record from the Node topic of the event stream.
+  // One record of the Node topic of the event stream: its Type says what happened.
   apply(type, member) {
     if (type === "NodeReap") this.byName.delete(member.Name);
-    else this._put(member);
+    else this.byName.set(member.Name, member);
+    if (RECORD[type]) this.onChange({ time: Date.now(), kind: RECORD[type], name: member.Name });
     this.render();
   }
 
