@@ -53,10 +53,12 @@ async def _main(config: AgentConfig, hub: object) -> int:
             nursery.cancel_scope.cancel()
             return _fatal(str(exc))
         adv = agent.node.serf.ml.local
+        ui = f"http://{config.client_addr}:{http_port}/ui/" if config.ui else "off"
         print("==> rumor agent running!", file=sys.stderr)
         print(f"         Version: {VERSION}\n       Node name: {agent.node_name}\n"
               f"      Datacenter: {config.datacenter}\n"
               f"     Client addr: http://{config.client_addr}:{http_port}\n"
+              f"          Web UI: {ui}\n"
               f"    Cluster addr: {adv.addr}:{adv.port} (LAN: {config.serf_lan_port})\n"
               f"       Encrypted: {config.encrypt is not None}\n", file=sys.stderr, flush=True)
         if config.start_join:

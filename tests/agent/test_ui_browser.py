@@ -290,6 +290,33 @@ def test_page_resumes_after_its_agent_restarts(pages: Pages, cluster: list[Agent
     wait_for(lambda: len(n1.alive_members()) == 3, SPREAD, "n1 back in the cluster")
 
 
+def test_page_recovers_when_its_agent_lost_its_log(pages: Pages, cluster: list[AgentProcess],
+                                                  on_failure: None) -> None:
+    """n1 comes back with an empty data dir (as if it ran without one): its bus counts from 1
+    again, below the Index the page has seen; the page notices and starts from a snapshot."""
+    d = pages.show("A")
+    n1, n2 = cluster[0], cluster[1]
+    shown = set(d.execute_script(
+        "return [...document.querySelectorAll('#events tbody tr')].map(r => r.dataset.id)"))
+    old_index = int(n1.get_json("/v1/agent/self")["Stats"]["bus"]["last_index"])
+    n1.stop(signal.SIGKILL)
+    wait_until(d, lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "down",
+               SPREAD, "the page to notice its agent is gone")
+    missed = f"lost-{uuid.uuid4().hex[:6]}"
+    assert n2.fire(missed, b"fired while n1 was away").status == 200
+    n1.data_dir = n1.data_dir.with_name("n1-empty")
+    n1.start(f"-join={n2.serf_addr}").wait_ready()
+    (row,) = wait_until(d, lambda d: event_rows(d, missed), 30, "the missed event on page A")
+    assert row["payload text"] == "fired while n1 was away"
+    ids = d.execute_script(
+        "return [...document.querySelectorAll('#events tbody tr')].map(r => r.dataset.id)")
+    assert len(ids) == len(set(ids)) == len(shown) + 1, "rows lost or repeated"
+    new_index = int(n1.get_json("/v1/agent/self")["Stats"]["bus"]["last_index"])
+    assert new_index < old_index, "n1's new bus already passed the old Index: nothing tested"
+    wait_until(d, lambda d: d.find_element(By.ID, "conn").text == "live", SPREAD, "live again")
+    wait_for(lambda: len(n1.alive_members()) == 3, SPREAD, "n1 back in the cluster")
+
+
 def test_killed_member_turns_failed(pages: Pages, cluster: list[AgentProcess],
                                     on_failure: None) -> None:
     d = pages.show("A")

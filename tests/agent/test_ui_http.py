@@ -110,6 +110,7 @@ def test_ui_process_flag_off(tmp_path: Path) -> None:
         agent.wait_ready()
         assert agent.request("GET", "/ui/").status == 404
         assert agent.request("GET", "/").text == DISABLED_TEXT
+        assert "Web UI: off" in agent.log_path.read_text()
     finally:
         agent.stop()
     on = AgentProcess("uion", host, tmp_path / "uion").start()
@@ -118,6 +119,7 @@ def test_ui_process_flag_off(tmp_path: Path) -> None:
         r = on.request("GET", "/")
         assert r.status == 301 and r.headers["location"] == "/ui/"
         assert on.request("GET", "/ui/").status == 200
+        assert f"Web UI: http://{host}:8500/ui/" in on.log_path.read_text()
     finally:
         on.stop()
 

@@ -1,13 +1,14 @@
 // Keeping the page live from the agent's event stream (Server-Sent Events on
 // /v1/event/stream, topics Event and Node).
 //
-// A session starts with a snapshot: the bus's last Index L from /v1/agent/self, then the
-// members and the event list, then the stream from Index L. Whatever happened after L is
-// replayed on top of the snapshot: nothing is lost, and the event list drops IDs it already
-// shows, so nothing is repeated. While the session lasts, EventSource reconnects by itself
-// and resumes with Last-Event-ID (the agent keeps its Indexes across a restart). A Gap (the
-// agent no longer holds what we asked for, e.g. it restarted without a data dir) or a
-// refusal starts a new session.
+// A session: the bus's last Index L (from /v1/agent/self), then a snapshot (members, event
+// list), then the stream. The first session streams from L. After the connection broke (the
+// agent restarted, say), the next session resumes from the last Index the page saw, as long as
+// the agent still counts from there: events missed meanwhile are replayed, and the event list
+// drops IDs it already shows, so nothing is lost or repeated; member records up to L are
+// skipped, the snapshot already has the newer state. An agent that lost its log (restarted
+// without a data dir: its Index is below ours), or a Gap (the records we asked for are gone),
+// means starting from L, with the snapshot covering the hole.
 
 import { AgentError, getJSON, getToken, sleep } from "./api.js";
 
@@ -32,10 +33,11 @@ export class Health {
   }
 }
 
-// h: {self(body), members(list), events(list, live), event(ev, index), node(type, member)}
+// h: {self(body), members(list), events(list, live), event(ev), node(type, member)}
 export async function follow(signal, health, h) {
   let pause = RETRY_FIRST_MS;
   let first = true;
+  let seen = null; // Index of the last record this page received
   while (!signal.aborted) {
     try {
       const { body: self } = await getJSON("/v1/agent/self", { signal });
@@ -47,15 +49,25 @@ export async function follow(signal, health, h) {
       h.events(events.body, !first);
       first = false;
       health.ok("snapshot");
-      pause = RETRY_FIRST_MS;
-      await stream(last, signal, health, h); // returns on a Gap, throws when refused
+      // the snapshot covers everything up to `last`; the stream brings what came after
+      const from = seen !== null && seen <= last ? seen : last;
+      seen = from;
+      const end = await stream(from, last, signal, health, h, (index) => {
+        if (index !== null) seen = index;
+        pause = RETRY_FIRST_MS; // it works again
+      });
+      if (end === "gap") {
+        seen = null;
+        continue;
+      }
+      if (end === "lost") health.failed("stream", new Error("connection lost"));
     } catch (e) {
       if (signal.aborted) return;
       health.failed("snapshot", e);
-      // a refusal (403) will not cure itself quickly: wait the longest
-      await sleep(e instanceof AgentError ? RETRY_MAX_MS : pause, signal).catch(() => {});
-      pause = Math.min(pause * 2, RETRY_MAX_MS);
+      if (e instanceof AgentError) pause = RETRY_MAX_MS; // a refusal (403) lasts a while
     }
+    await sleep(pause, signal).catch(() => {});
+    pause = Math.min(pause * 2, RETRY_MAX_MS);
   }
 }
 
@@ -67,38 +79,48 @@ function streamURL(index) {
   return `/v1/event/stream?${params}`;
 }
 
-// One EventSource from `index` on, until a Gap (resolves) or the agent refuses (rejects).
-function stream(index, signal, health, h) {
+// One EventSource for the records after `from`. Resolves with "gap", "lost" (connection
+// broken) or "stopped" (aborted); rejects with the agent's answer when it refuses.
+// `last`: the snapshot's Index; member records up to it are older than the snapshot.
+// onIndex(i) after each record, and onIndex(null) once connected.
+function stream(from, last, signal, health, h, onIndex) {
   return new Promise((resolve, reject) => {
-    const url = streamURL(index);
+    const url = streamURL(from);
     const source = new EventSource(url);
     const stop = (settle, value) => {
       source.close();
       signal.removeEventListener("abort", onAbort);
       settle(value);
     };
-    const onAbort = () => stop(resolve);
+    const onAbort = () => stop(resolve, "stopped");
     signal.addEventListener("abort", onAbort);
-    const read = (handler) => (msg) => handler(JSON.parse(msg.data));
-    source.addEventListener("open", () => health.ok("stream"));
-    source.addEventListener("Event", read((r) => h.event(r.Payload, r.Index)));
-    source.addEventListener("Node", read((r) => h.node(r.Type, r.Payload)));
+    const read = (handler) => (msg) => {
+      const record = JSON.parse(msg.data);
+      handler(record);
+      if (record.Topic !== "Stream") onIndex(record.Index);
+    };
+    source.addEventListener("open", () => {
+      health.ok("stream");
+      onIndex(null);
+    });
+    source.addEventListener("Event", read((r) => h.event(r.Payload)));
+    source.addEventListener("Node", read((r) => {
+      if (r.Index > last) h.node(r.Type, r.Payload);
+    }));
     source.addEventListener("Stream", read((r) => {
-      if (r.Type === "Gap") stop(resolve); // start over from a fresh snapshot
-      // "Closed" (we read too slowly): the agent ends the response and EventSource
-      // reconnects from the last id it saw
+      if (r.Type === "Gap") stop(resolve, "gap");
+      // "Closed" (we read too slowly): the agent ends the response, which is "lost" below
     }));
     source.addEventListener("error", () => {
-      if (source.readyState === EventSource.CONNECTING) {
-        health.failed("stream", new Error("connection lost"));
+      if (source.readyState !== EventSource.CLOSED) {
+        stop(resolve, "lost"); // we resume ourselves, after a fresh snapshot
         return;
       }
-      // CLOSED: the agent answered with an error status; ask again to learn why
+      // the agent answered with an error status: ask again to learn why
       probe(url).then((err) => stop(reject, err), (err) => stop(reject, err));
     });
   });
 }
-
 // Why did the stream request fail? The same request through fetch shows the agent's answer.
 async function probe(url) {
   const ctl = new AbortController();
