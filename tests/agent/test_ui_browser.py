@@ -365,6 +365,18 @@ def test_narrow_window_keeps_every_control_reachable(pages: Pages, on_failure: N
         d.set_window_size(size["width"], size["height"])
 
 
+def test_keyboard_reaches_every_control_in_order(pages: Pages, on_failure: None) -> None:
+    d = pages.show("A")
+    d.find_element(By.ID, "token").click()
+    order = []
+    for _ in range(9):
+        order.append(d.execute_script(
+            "const e = document.activeElement; return e.id || e.textContent.trim()"))
+        d.switch_to.active_element.send_keys(Keys.TAB)
+    assert order == ["token", "Use", "fire-name", "fire-payload", "fire-node", "fire-service",
+                     "fire-tag", "fire-submit", "event-filter"], order
+
+
 def test_screenshot_path_is_reported_on_failure(pages: Pages, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RUMOR_ARTIFACTS", str(tmp_path))
