@@ -182,6 +182,7 @@ class Agent:
         """
         await nursery.start(self.node.run)
         nursery.start_soon(self.sinks.run)
+        nursery.start_soon(self.bus.run_heartbeats)
         if self.store.max_ltime:
             self.node.serf.witness_event_time(self.store.max_ltime)
         if len(self.store) and self.store.first_seq > 1:

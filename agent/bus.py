@@ -10,47 +10,44 @@ Owns:
   ``agent.buslog``); ``publish`` hands a new record to every live subscriber in one loop.
 * ``Subscription``: one reader.  It first catches up from the buffer (starting after the Index
   it asked for, with a ``Stream``/``Gap`` record when records it asked for are gone), then
-  goes live: ``publish`` appends to its bounded queue.  A live subscriber whose queue is full
+  goes live: ``publish`` writes the record's cached frame straight to the reader's socket if
+  its task is parked waiting (``DirectSlot``: no task wake-up, one ``os.write``), else appends
+  it to its bounded queue.  A live subscriber whose queue is full
   (it stopped reading) is closed: its queue is dropped and replaced by one ``Stream``/
   ``Closed`` record saying why and where to resume, so it never slows ``publish``, gossip or
   anybody else, and its memory stays bounded.  A *durable* subscription (webhook sinks) never
   goes live: it reads the buffer at its own pace and is never closed.
-* Topic filters (Nomad's ``Topic:Key`` with ``*`` and glob keys) and the ACL hook: every
-  subscriber has ``may_read(record) -> bool``; ``Bus.access(token)`` builds it (allow-all
+* The ACL hook (topic filters live in ``agent.topics``): every subscriber has
+  ``may_read(record) -> bool``; ``Bus.access(token)`` builds it (allow-all
   until ACLs plug in).
 """
 
 from __future__ import annotations
 
-import fnmatch
+import bisect
 import logging
-import re
+import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from agent.http.types import go_json
+from agent.http.types import DirectSlot, go_json
+from agent.topics import STREAM_TOPIC
 
 log = logging.getLogger("rumor.bus")
 
-TOPICS = ("Event", "Node")  # what rumor publishes
-# Nomad's other topics: accepted in filters (so Nomad clients and its documented curl lines
-# work unchanged), never published by rumor
-NOMAD_TOPICS = ("Job", "Eval", "Alloc", "Deployment", "NodeDrain", "NodePool", "Service")
 NODE_TYPES = {"join": "NodeJoin", "leave": "NodeLeave", "failed": "NodeFailed",
               "update": "NodeUpdate", "reap": "NodeReap"}
 EVENT_TYPE = "UserEvent"
-STREAM_TOPIC = "Stream"
 MAX_INDEX = (1 << 63) - 1
 QUEUE_LIMIT = 1024  # records queued for one live subscriber before it is closed as too slow
 HOT = 256  # renderings are cached for the newest HOT records only
-MAX_TOPICS = 32
-MAX_KEY = 256
+HEARTBEAT_INTERVAL = 10.0  # idle live subscribers get a heartbeat this often (Nomad: 10 s)
 
 MayRead = Callable[["Record"], bool]
 Match = Callable[["Record"], bool]
@@ -114,76 +111,6 @@ def _sse(r: Record) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (r.index, r.topic.encode(), r.event_json())
 
 
-# --- topic filters ------------------------------------------------------------------------
-
-
-class TopicError(ValueError):
-    """A ``topic`` parameter that does not parse; the message says which and why."""
-
-
-class TopicFilter:
-    """Nomad's ``?topic=Topic:Key`` set: ``*`` topic or key, keys may be fnmatch globs.
-
-    A key matches a record's Key or any of its FilterKeys.  ``Stream`` records (Gap,
-    Closed) always pass: they are about the subscription itself.
-    """
-
-    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
-        self._any: set[str] = set()
-        self._exact: dict[str, set[str]] = {}
-        self._globs: dict[str, re.Pattern[str]] = {}
-        globs: dict[str, list[str]] = {}
-        for topic, key in pairs:
-            if key == "*":
-                self._any.add(topic)
-            elif any(c in key for c in "*?["):
-                globs.setdefault(topic, []).append(fnmatch.translate(key))
-            else:
-                self._exact.setdefault(topic, set()).add(key)
-        for topic, parts in globs.items():
-            self._globs[topic] = re.compile("|".join(f"(?:{p})" for p in parts))
-
-    def __call__(self, r: Record) -> bool:
-        if r.topic == STREAM_TOPIC:
-            return True
-        return self._match(r.topic, r) or self._match("*", r)
-
-    def _match(self, topic: str, r: Record) -> bool:
-        if topic in self._any:
-            return True
-        keys = (r.key, *(r.filter_keys or ()))
-        exact = self._exact.get(topic)
-        if exact is not None and any(k in exact for k in keys):
-            return True
-        glob = self._globs.get(topic)
-        return glob is not None and any(glob.match(k) for k in keys)
-
-
-def parse_topics(values: list[str]) -> TopicFilter:
-    """Parse repeated ``topic`` parameters (none: everything); TopicError on bad syntax."""
-    if not values:
-        return TopicFilter([("*", "*")])
-    if len(values) > MAX_TOPICS:
-        raise TopicError(f"at most {MAX_TOPICS} topic parameters, got {len(values)}")
-    pairs = []
-    for raw in values:
-        topic, sep, key = raw.partition(":")
-        if not sep:
-            key = "*"
-        if not topic:
-            raise TopicError(f"topic {raw!r}: empty topic name (use Topic or Topic:Key)")
-        if topic != "*" and topic not in TOPICS and topic not in NOMAD_TOPICS:
-            raise TopicError(f"unknown topic {topic!r}; rumor publishes {', '.join(TOPICS)} "
-                             f"(and accepts * and Nomad's {', '.join(NOMAD_TOPICS)})")
-        if not key:
-            raise TopicError(f"topic {raw!r}: empty key after ':' (use {topic}:* for all)")
-        if len(key) > MAX_KEY or any(ord(c) < 32 for c in key):
-            raise TopicError(f"topic {raw[:40]!r}: key must be at most {MAX_KEY} printable "
-                             "characters")
-        pairs.append((topic, key))
-    return TopicFilter(pairs)
-
-
 # --- subscriptions ------------------------------------------------------------------------
 
 
@@ -200,6 +127,12 @@ class Subscription:
         self.done = False
         self.high_water = 0  # the longest its queue ever was
         self._wake = trio.Event()
+        # direct writes (streams): while the reader is parked waiting (idle), push writes the
+        # record's frame straight to its socket; a partial write leaves the rest in `raw`
+        self.direct: DirectSlot | None = None
+        self.frame: Callable[[Record], bytes] | None = None
+        self.idle = False
+        self.raw = b""
 
     def wants(self, r: Record) -> bool:
         if not self.match(r):
@@ -210,11 +143,32 @@ class Subscription:
             log.exception("bus: may_read failed; record %d withheld", r.index)
             return False
 
+    def _write_direct(self, r: Record) -> bool:
+        """Write ``r`` to an idle reader's socket now; False if it must be queued instead."""
+        slot, frame = self.direct, self.frame
+        if not self.idle or self.queue or self.raw or slot is None or slot.fd < 0 \
+                or frame is None:
+            return False
+        data = frame(r)
+        try:
+            n = os.write(slot.fd, data)
+        except OSError:  # full (BlockingIOError) or broken: the reader's own write decides
+            return False
+        if n < len(data):
+            self.raw = data[n:]
+            self.bus.direct_partial += 1
+            self._wake.set()
+        self.bus.direct_writes += 1
+        return True
+
     def push(self, r: Record) -> None:
         """Called by ``Bus.publish`` for live subscribers: queue it, or close if full."""
         if not self.wants(r):
             if not self.queue:
                 self.cursor = r.index
+            return
+        if self._write_direct(r):
+            self.cursor = r.index
             return
         if len(self.queue) >= self.limit:
             self.bus.slow_closed += 1
@@ -225,6 +179,12 @@ class Subscription:
         if len(self.queue) > self.high_water:
             self.high_water = len(self.queue)
         self._wake.set()
+
+    def push_heartbeat(self) -> None:
+        """Called by the bus's heartbeat loop: an idle reader gets ``HEARTBEAT``."""
+        if not self.queue and not self._write_direct(HEARTBEAT):
+            self.queue.append(HEARTBEAT)
+            self._wake.set()
 
     def close(self, reason: str) -> None:
         """End the subscription: the reader gets one Stream/Closed record, then None."""
@@ -238,7 +198,10 @@ class Subscription:
         self._wake.set()
 
     def poll(self) -> Record | None:
-        """The next record if one is ready now, else None (never waits)."""
+        """The next record if one is ready now, else None (never waits).  ``RAW``: the rest
+        of a partly written direct frame is waiting in ``take_raw()``."""
+        if self.raw:
+            return RAW
         if self.queue:
             r = self.queue.popleft()
             if r.topic != STREAM_TOPIC:
@@ -259,9 +222,17 @@ class Subscription:
                 return None
             if self.live:
                 self._wake = trio.Event()
-                await self._wake.wait()
+                self.idle = True
+                try:
+                    await self._wake.wait()
+                finally:
+                    self.idle = False
             elif self.durable:
                 await self.bus.changed()
+
+    def take_raw(self) -> bytes:
+        raw, self.raw = self.raw, b""
+        return raw
 
     def _catch_up(self) -> Record | None:
         bus = self.bus
@@ -272,7 +243,9 @@ class Subscription:
                                                 "FirstAvailable": first}, first - 1)
                 self.cursor = first - 1
                 return gap
-            r = bus.get(self.cursor + 1)
+            r = bus.after(self.cursor)
+            if r is None:
+                break
             self.cursor = r.index
             if self.wants(r):
                 return r
@@ -287,26 +260,36 @@ class Subscription:
 
 class Bus:
     def __init__(self, capacity: int = 10_000, path: Path | None = None, *,
-                 queue_limit: int = QUEUE_LIMIT) -> None:
+                 queue_limit: int = QUEUE_LIMIT, start: int | None = None) -> None:
+        """A new log (or none: no data dir) starts numbering at ``start``, by default the
+        current Unix time in milliseconds: an agent without a data dir (or whose data dir was
+        wiped) then still never reuses an Index after a restart (unless it published more than
+        1,000 records a second), and a client resuming with an Index from before gets a Gap
+        instead of unrelated records.  An existing log continues its own numbering."""
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
         self.queue_limit = queue_limit
         self._recs: list[Record] = []
         self._lo = 0
-        self._next = 1
+        self._next = start if start is not None else max(1, int(time.time() * 1000))
         self._live: dict[Subscription, None] = {}
         self._changed = trio.Event()
+        self.heartbeat_interval = HEARTBEAT_INTERVAL
         self.access: Callable[[str | None], MayRead] = open_access  # ACL hook
         self.published = 0
         self.slow_closed = 0
+        self.direct_writes = 0
+        self.direct_partial = 0
         self.log = None
         if path is not None:
             from agent.buslog import BusLog
 
             self.log = BusLog(path, capacity)
-            records, self._next = self.log.load()
+            records, loaded_next = self.log.load()
             self._recs = records
+            if loaded_next > 1 or records:  # else a new (or wiped) log: numbering as above
+                self._next = loaded_next
 
     # reading
 
@@ -321,8 +304,12 @@ class Bus:
     def __len__(self) -> int:
         return len(self._recs) - self._lo
 
-    def get(self, index: int) -> Record:
-        return self._recs[self._lo + index - self.first_index]
+    def after(self, index: int) -> Record | None:
+        """The oldest held record with an Index above ``index`` (numbers may have holes:
+        after an unclean restart, numbering resumes past a reservation)."""
+        recs = self._recs
+        pos = bisect.bisect_right(recs, index, lo=self._lo, key=_index_of)
+        return recs[pos] if pos < len(recs) else None
 
     def held(self) -> list[Record]:
         return self._recs[self._lo:]
@@ -396,6 +383,18 @@ class Bus:
             sub.cursor = first - 1
         return sub
 
+    async def run_heartbeats(self) -> None:
+        """Every ``heartbeat_interval`` s, one loop hands every idle live subscriber a
+        ``HEARTBEAT`` (one timer for all, instead of one per subscriber)."""
+        last = trio.current_time()
+        while True:
+            await trio.sleep(min(self.heartbeat_interval, 1.0))
+            now = trio.current_time()
+            if now - last >= self.heartbeat_interval:
+                last = now
+                for sub in list(self._live):
+                    sub.push_heartbeat()
+
     def go_live(self, sub: Subscription) -> None:
         self._live[sub] = None
 
@@ -404,8 +403,15 @@ class Bus:
         self._live.pop(sub, None)
 
     def close(self) -> None:
+        """A clean shutdown: the next start continues numbering without a jump."""
         if self.log is not None:
-            self.log.close()
+            self.log.close(self._next)
+
+
+def _index_of(r: Record) -> int:
+    return r.index
 
 
 _EVICTED = Record(0, STREAM_TOPIC, "Evicted", "", 0.0, b"{}")
+HEARTBEAT = Record(0, STREAM_TOPIC, "Heartbeat", "", 0.0, b"{}")  # never written as a record
+RAW = Record(0, STREAM_TOPIC, "Raw", "", 0.0, b"{}")  # see Subscription.poll

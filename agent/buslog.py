@@ -3,8 +3,11 @@
 Owns the file format and its recovery.  One line per record:
 ``<crc32 of the JSON, 8 hex digits> <JSON>\\n`` where the JSON is
 ``{"Index","Topic","Type","Key","FilterKeys","Time","Payload"}``; a line ``<crc> {"NextIndex":N}``
-records the high-water mark (written at every compaction), so an Index is never handed out
-twice even after the records holding it were dropped.
+reserves Index numbers: before the first record at or past the reservation, a new one
+(``Index + RESERVE``) is written and fsynced, and a clean shutdown appends the exact next Index
+(``"Clean": true``).  A log that does not end cleanly (kill -9, power loss, a cut tail)
+resumes at the reservation, so an Index is never handed out twice, even for records that
+never reached the disk; a clean restart continues without a jump.
 
 Loading range-checks every field; the first line that fails (torn write, flipped bit, bad
 number) ends the log: it and everything after it are cut, the numbers they may have used are
@@ -24,11 +27,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from agent.bus import MAX_INDEX, TOPICS, Record
+from agent.bus import MAX_INDEX, Record
 from agent.http.types import go_json
+from agent.topics import TOPICS
 
 log = logging.getLogger("rumor.bus")
 
+RESERVE = 1000
 MAX_LINE = 1 << 20  # a record line longer than this is corrupt (payloads are <= 9 KiB)
 MAX_TEXT = 65536
 
@@ -39,6 +44,7 @@ class BusLog:
         self.capacity = capacity
         self._fh: IO[bytes] | None = None
         self._lines = 0
+        self.reserved = 1  # every Index handed out so far is below this, durably
         self.errors = 0
 
     # --- writing ------------------------------------------------------------------------
@@ -62,6 +68,12 @@ class BusLog:
                 return
             if self._fh is None:
                 self._fh = open(self.path, "ab")
+            if rec.index >= self.reserved:
+                self.reserved = min(rec.index + RESERVE, MAX_INDEX)
+                self._fh.write(self._line(go_json({"NextIndex": self.reserved})))
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+                self._lines += 1
             self._fh.write(self._line(self._body(rec)))
             self._fh.flush()
             self._lines += 1
@@ -73,7 +85,8 @@ class BusLog:
         self.close()
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "wb") as fh:
-            fh.write(self._line(go_json({"NextIndex": next_index})))
+            self.reserved = max(self.reserved, next_index)
+            fh.write(self._line(go_json({"NextIndex": self.reserved})))
             for rec in held:
                 fh.write(self._line(self._body(rec)))
             fh.flush()
@@ -81,10 +94,25 @@ class BusLog:
         os.replace(tmp, self.path)
         self._lines = 1 + len(held)
 
-    def close(self) -> None:
+    def close(self, next_index: int | None = None) -> None:
+        """Close the file; with ``next_index``, first record a clean shutdown."""
+        if self._fh is None and next_index is not None:
+            try:
+                self._fh = open(self.path, "ab")
+            except OSError as exc:
+                log.error("bus: cannot open %s: %s", self.path, exc)
         if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+            try:
+                if next_index is not None:
+                    body = go_json({"NextIndex": next_index, "Clean": True})
+                    self._fh.write(self._line(body))
+                    self._fh.flush()
+                    os.fsync(self._fh.fileno())
+            except OSError as exc:
+                log.error("bus: cannot record a clean shutdown in %s: %s", self.path, exc)
+            finally:
+                self._fh.close()
+                self._fh = None
 
     # --- reading ------------------------------------------------------------------------
 
@@ -97,7 +125,7 @@ class BusLog:
         lines = data.split(b"\n")
         torn = lines.pop()  # b"" when the file ends with a newline
         records: list[Record] = []
-        next_index = 1
+        reserved, clean = 1, 0
         bad_at = None
         for lineno, raw in enumerate(lines, 1):
             try:
@@ -105,18 +133,22 @@ class BusLog:
             except ValueError as exc:
                 bad_at = (lineno, str(exc))
                 break
-            if isinstance(item, int):
-                next_index = max(next_index, item)
+            clean = 0
+            if isinstance(item, tuple):
+                value, is_clean = item
+                if is_clean:
+                    clean = value
+                else:
+                    reserved = max(reserved, value)
                 continue
-            if records and item.index != records[-1].index + 1:
+            if records and item.index <= records[-1].index:
                 bad_at = (lineno, f"Index {item.index} does not follow {records[-1].index}")
                 break
             records.append(item)
             if len(records) > 2 * self.capacity:
                 del records[: self.capacity]
         records = records[-self.capacity:]
-        if records:
-            next_index = max(next_index, records[-1].index + 1)
+        last = records[-1].index if records else 0
         dropped = 0
         if bad_at is not None:
             dropped = len(lines) - bad_at[0] + 1 + (1 if torn else 0)
@@ -127,8 +159,14 @@ class BusLog:
             dropped = 1
             log.warning("bus: %s ends in a torn line: cut it; kept %d records", self.path,
                         len(records))
-        # numbers a cut line may have used are burnt, never handed out again
-        next_index = min(next_index + dropped, MAX_INDEX)
+        if clean and not dropped:
+            next_index = max(clean, last + 1)
+        else:  # not shut down cleanly: numbers up to the reservation may have been used
+            next_index = max(reserved, clean, last + 1)
+            if records or reserved > 1:
+                log.info("bus: %s was not closed cleanly; numbering resumes at %d", self.path,
+                         next_index)
+        self.reserved = next_index
         if records:
             log.info("bus: loaded %d records (Index %d-%d) from %s", len(records),
                      records[0].index, records[-1].index, self.path)
@@ -142,8 +180,8 @@ class BusLog:
         return records, next_index
 
 
-def _parse(raw: bytes) -> Record | int:
-    """One line: a Record, or the int of a NextIndex line; ValueError naming the fault."""
+def _parse(raw: bytes) -> Record | tuple[int, bool]:
+    """One line: a Record, or (NextIndex, clean?); ValueError naming the fault."""
     if len(raw) > MAX_LINE or len(raw) < 10 or raw[8:9] != b" ":
         raise ValueError("not a '<crc> <json>' line")
     body = raw[9:]
@@ -160,7 +198,7 @@ def _parse(raw: bytes) -> Record | int:
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
     if "NextIndex" in obj:
-        return _index(obj["NextIndex"], "NextIndex")
+        return _index(obj["NextIndex"], "NextIndex"), obj.get("Clean") is True
     index = _index(obj.get("Index"), "Index")
     topic = obj.get("Topic")
     if topic not in TOPICS:
@@ -172,7 +210,7 @@ def _parse(raw: bytes) -> Record | int:
                 not all(isinstance(k, str) and len(k) <= MAX_TEXT for k in fk):
             raise ValueError("bad FilterKeys")
         fk = tuple(fk)
-    when = obj.get("Time")
+    when: Any = obj.get("Time")
     if type(when) not in (int, float) or not math.isfinite(when) or not 0 <= when < 1e11:
         raise ValueError("bad Time")
     payload = obj.get("Payload")

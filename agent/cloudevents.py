@@ -21,8 +21,9 @@ from __future__ import annotations
 import re
 import time
 
-from agent.bus import STREAM_TOPIC, Record
+from agent.bus import Record
 from agent.http.types import go_json
+from agent.topics import STREAM_TOPIC
 
 
 def event_type(r: Record) -> str:

@@ -26,7 +26,8 @@ from typing import Any
 import h11
 import trio
 
-from agent.bus import MAX_INDEX, Bus, Record, TopicError, parse_topics
+from agent.bus import MAX_INDEX, Bus, Record
+from agent.topics import TopicError, parse_topics
 
 log = logging.getLogger("rumor.sinks")
 

@@ -95,6 +95,9 @@ def metric_values(agent: Agent) -> tuple[dict[str, float], dict[str, float]]:
         "rumor_broadcast_queue_depth": len(node.serf.ml.queue) + len(node.serf.event_queue)
         + len(node.serf.intents),
         "rumor_event_clock": node.serf.event_clock.time(),
+        "rumor_bus_records": len(agent.bus),
+        "rumor_bus_last_index": agent.bus.last_index,
+        "rumor_stream_subscribers": agent.bus.subscribers,
     }
     counters: dict[str, float] = {
         "rumor_packets_in_total": ml.packets_in,
@@ -119,6 +122,9 @@ def metric_values(agent: Agent) -> tuple[dict[str, float], dict[str, float]]:
         "rumor_events_deduped_total": am.events_deduped,
         "rumor_events_undecodable_total": am.events_undecodable,
         "rumor_broadcasts_pruned_total": sm.queue_pruned,
+        "rumor_bus_published_total": agent.bus.published,
+        "rumor_stream_slow_closed_total": agent.bus.slow_closed,
+        "rumor_stream_direct_writes_total": agent.bus.direct_writes,
     }
     return gauges, counters
 

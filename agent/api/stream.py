@@ -18,30 +18,23 @@ headers).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from urllib.parse import parse_qs
-
-import trio
+from urllib.parse import parse_qs, quote
 
 from agent.agent import Agent
-from agent.bus import (
-    MAX_INDEX,
-    MAX_TOPICS,
-    STREAM_TOPIC,
-    MayRead,
-    Subscription,
-    TopicError,
-    parse_topics,
-)
+from agent.bus import HEARTBEAT, MAX_INDEX, RAW, MayRead, Record
 from agent.cloudevents import TypePattern, cloudevent
 from agent.http.types import (
+    DirectSlot,
     HTTPError,
+    RawChunk,
     Request,
     StreamResponse,
     WebSocket,
     WebSocketResponse,
+    chunk_frame,
 )
+from agent.topics import MAX_TOPICS, STREAM_TOPIC, TopicError, parse_topics
 
-HEARTBEAT = 10.0
 CHUNK = 64 * 1024  # records ready at once are written together, up to this many bytes
 WS_SEND_TIMEOUT = 30.0
 NDJSON_HEARTBEAT = b"{}\n"
@@ -102,14 +95,39 @@ async def stream(agent: Agent, req: Request) -> StreamResponse:
             after = last_id
     may_read = reader(agent, req)
     bus = agent.bus
+    slot = DirectSlot()
 
     async def chunks() -> AsyncIterator[bytes]:
         # subscribe on the first read: a stream closed unread never runs this body
         sub = bus.subscribe(topics, may_read, after or 0)
+        sub.direct, sub.frame = slot, _sse_frame if sse else _ndjson_frame
+        heartbeat = SSE_HEARTBEAT if sse else NDJSON_HEARTBEAT
         try:
             if sse:
                 yield b"retry: 2000\n"  # part of the first frame's block
-            async for chunk in _frames(sub, sse):
+            while True:
+                record = await sub.next()
+                if record is None:
+                    return
+                if record is RAW:
+                    yield RawChunk(sub.take_raw())
+                    continue
+                if record is HEARTBEAT:
+                    yield heartbeat
+                    continue
+                chunk = record.sse() if sse else record.ndjson()
+                more = sub.poll()
+                if more is not None:  # a backlog: write what is ready in one go
+                    parts = [chunk]
+                    size = len(chunk)
+                    while more is not None and more is not HEARTBEAT and more is not RAW \
+                            and size < CHUNK:
+                        parts.append(more.sse() if sse else more.ndjson())
+                        size += len(parts[-1])
+                        more = sub.poll() if size < CHUNK else None
+                    chunk = b"".join(parts)
+                    if more is not None and more is not HEARTBEAT and more is not RAW:
+                        sub.queue.appendleft(more)
                 yield chunk
         finally:
             bus.unsubscribe(sub)
@@ -119,29 +137,24 @@ async def stream(agent: Agent, req: Request) -> StreamResponse:
                    ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
     else:
         headers = [("Content-Type", "application/json"), ("Cache-Control", "no-cache")]
-    return StreamResponse(200, headers, chunks())
+    return StreamResponse(200, headers, chunks(), direct=slot)
 
 
-async def _frames(sub: Subscription, sse: bool) -> AsyncIterator[bytes]:
-    heartbeat = SSE_HEARTBEAT if sse else NDJSON_HEARTBEAT
-    while True:
-        record = None
-        with trio.move_on_after(HEARTBEAT):
-            record = await sub.next()
-        if record is None:
-            if sub.done:
-                return
-            yield heartbeat
-            continue
-        parts = [record.sse() if sse else record.ndjson()]
-        size = len(parts[0])
-        while size < CHUNK:
-            more = sub.poll()
-            if more is None:
-                break
-            parts.append(more.sse() if sse else more.ndjson())
-            size += len(parts[-1])
-        yield parts[0] if len(parts) == 1 else b"".join(parts)
+_NDJSON_HEARTBEAT_FRAME = chunk_frame(NDJSON_HEARTBEAT)
+_SSE_HEARTBEAT_FRAME = chunk_frame(SSE_HEARTBEAT)
+
+
+def _ndjson_frame(r: Record) -> bytes:
+    """A record (or the heartbeat) as a chunk-framed NDJSON line, for direct writes."""
+    if r is HEARTBEAT:
+        return _NDJSON_HEARTBEAT_FRAME
+    return r.cached("ndjson.chunk", lambda rec: chunk_frame(rec.ndjson()))
+
+
+def _sse_frame(r: Record) -> bytes:
+    if r is HEARTBEAT:
+        return _SSE_HEARTBEAT_FRAME
+    return r.cached("sse.chunk", lambda rec: chunk_frame(rec.sse()))
 
 
 async def subscribe_ws(agent: Agent, req: Request) -> WebSocketResponse:
@@ -161,7 +174,7 @@ async def subscribe_ws(agent: Agent, req: Request) -> WebSocketResponse:
     match = TypePattern(pattern)
     may_read = reader(agent, req)
     bus = agent.bus
-    source = f"rumor://{agent.node_name}"
+    source = "rumor://" + quote(agent.node_name, safe="")  # a URI-reference, as CE requires
 
     async def session(ws: WebSocket) -> None:
         sub = bus.subscribe(match, may_read, after)
@@ -170,6 +183,8 @@ async def subscribe_ws(agent: Agent, req: Request) -> WebSocketResponse:
                 record = await sub.next()
                 if record is None:
                     return
+                if record is HEARTBEAT:
+                    continue
                 await ws.send_text(cloudevent(record, source).decode("utf-8"))
                 if record.topic == STREAM_TOPIC and record.type == "Closed":
                     await ws.close(1013, "subscriber too slow; resume with ?index=")

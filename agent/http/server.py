@@ -46,6 +46,7 @@ from .types import (
     AnyResponse,
     Handler,
     HTTPError,
+    RawChunk,
     Request,
     Response,
     StreamResponse,
@@ -489,19 +490,27 @@ class _Connection:
                 return False
             await self._write(head)
             if req.method != "HEAD" and resp.status != 204 and resp.status != 304:
-                if not await self._pump(chunks):
+                if not await self._pump(chunks, resp):
                     return False
             await self._write(conn.send(h11.EndOfMessage()))
             return True
         finally:
             await _aclose_iterator(chunks)
 
-    async def _pump(self, chunks: AsyncIterator[bytes]) -> bool:
+    async def _pump(self, chunks: AsyncIterator[bytes], resp: StreamResponse) -> bool:
         """Write every chunk as it comes while watching the peer; False if it went wrong."""
         watch = self._start_watch()
+        slot = resp.direct
+        if (slot is not None and isinstance(self.stream, trio.SocketStream)
+                and self.conn.their_http_version == b"1.1"
+                and not any(k.lower() in ("content-length", "transfer-encoding")
+                            for k, _ in resp.headers)):  # h11 frames the body chunked
+            slot.fd = self.stream.socket.fileno()
         try:
             async for chunk in chunks:
-                if chunk:
+                if type(chunk) is RawChunk:
+                    await self._write(chunk)
+                elif chunk:
                     await self._write(self.conn.send(h11.Data(data=chunk)))
                 if self.closing:
                     break
@@ -511,6 +520,8 @@ class _Connection:
             log.exception("stream for %s:%s failed", *self.remote)
             return False
         finally:
+            if slot is not None:
+                slot.fd = -1
             await self._stop_watch(watch)
         return True
 

@@ -16,6 +16,9 @@ from urllib.parse import parse_qs, unquote
 
 __all__ = [
     "ConnectionClosed",
+    "DirectSlot",
+    "RawChunk",
+    "chunk_frame",
     "HTTPError",
     "Handler",
     "Request",
@@ -140,17 +143,44 @@ class Response:
         return cls(status, message.encode("utf-8"), [("Content-Type", TEXT_PLAIN)])
 
 
+class RawChunk(bytes):
+    """A stream chunk the shell writes as it is, without chunked framing: the rest of a frame
+    the producer began writing through a `DirectSlot`."""
+
+
+def chunk_frame(data: bytes) -> bytes:
+    """`data` framed as one HTTP/1.1 chunk (what the shell writes for a yielded chunk)."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+@dataclass(slots=True)
+class DirectSlot:
+    """Lets a producer write to a stream's socket itself, from any task, without waking the
+    task that streams the response (fan-out: one loop writes one record to N sockets).
+
+    While the body streams chunked and the streaming task is waiting for the next chunk
+    (nothing else is being written), the producer may `os.write(fd, chunk_frame(data))`; the
+    shell sets `fd` (else -1).  A write that took only part of a frame must be finished by
+    yielding the rest as a `RawChunk` before anything else.
+    """
+
+    fd: int = -1
+
+
 @dataclass(slots=True)
 class StreamResponse:
     """A long-lived chunked response: each chunk is written and flushed when produced.
 
     When the client goes away (or the server shuts down) the shell closes `chunks`
     (calls its `aclose()` if it has one), so an async generator's `finally` runs.
+    A `RawChunk` is written without framing; `direct`, if given, is filled in (see
+    `DirectSlot`).
     """
 
     status: int
     headers: list[tuple[str, str]]
     chunks: AsyncIterator[bytes]
+    direct: DirectSlot | None = None
 
 
 class ConnectionClosed(Exception):

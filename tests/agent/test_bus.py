@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import zlib
 from pathlib import Path
 
 import pytest
 import trio
 
-from agent.bus import Bus, Record, TopicError, parse_topics
+from agent.bus import Bus, Record
+from agent.topics import TopicError, parse_topics
 
 
 def fire(bus: Bus, name: str, n: int = 0) -> Record:
@@ -34,17 +36,34 @@ async def drain(sub, count: int) -> list[Record]:
     return out
 
 
+def test_without_a_data_dir_numbering_starts_at_the_clock() -> None:
+    before = int(time.time() * 1000)
+    first = fire(Bus(), "e").index
+    assert before <= first <= int(time.time() * 1000)
+    assert first < 2**53  # a JSON number a browser reads exactly
+
+
+def test_a_new_or_wiped_log_starts_at_the_clock(tmp_path: Path) -> None:
+    bus = Bus(path=tmp_path / "bus.log")
+    old = fire(bus, "e").index
+    bus.close()
+    assert fire(Bus(path=tmp_path / "bus.log"), "e").index == old + 1  # continues
+    (tmp_path / "bus.log").unlink()
+    time.sleep(0.01)  # the clock moves on faster than 1 record per ms was published
+    assert fire(Bus(path=tmp_path / "bus.log"), "e").index > old + 1  # never reused
+
+
 def test_index_only_grows_and_buffer_keeps_newest() -> None:
-    bus = Bus(capacity=3)
+    bus = Bus(capacity=3, start=1)
     recs = [fire(bus, f"e{i}", i) for i in range(10)]
     assert [r.index for r in recs] == list(range(1, 11))
     assert bus.first_index == 8 and bus.last_index == 10 and len(bus) == 3
     assert [r.index for r in bus.held()] == [8, 9, 10]
-    assert bus.get(9) is recs[8]
+    assert bus.after(8) is recs[8] and bus.after(10) is None and bus.after(0) is recs[7]
 
 
 def test_nomad_shapes() -> None:
-    bus = Bus()
+    bus = Bus(start=1)
     r = fire(bus, "deploy", 7)
     line = json.loads(r.ndjson())
     assert list(line) == ["Index", "Events"] and line["Index"] == 1
@@ -67,7 +86,7 @@ def test_topic_syntax_errors(bad: str) -> None:
 
 
 def test_topic_matching() -> None:
-    bus = Bus()
+    bus = Bus(start=1)
     a, b, n = fire(bus, "deploy-web", 1), fire(bus, "other", 2), member(bus, "join", "n1")
     assert all(parse_topics([])(r) for r in (a, b, n))
     f = parse_topics(["Event:deploy-*"])
@@ -84,7 +103,7 @@ def test_topic_matching() -> None:
 
 
 async def test_catch_up_then_live_in_order() -> None:
-    bus = Bus()
+    bus = Bus(start=1)
     for i in range(5):
         fire(bus, "e", i)
     sub = bus.subscribe(parse_topics([]), after=2)
@@ -99,7 +118,7 @@ async def test_catch_up_then_live_in_order() -> None:
 
 
 async def test_gap_when_requested_records_are_gone_and_future_index() -> None:
-    bus = Bus(capacity=4)
+    bus = Bus(capacity=4, start=1)
     for i in range(10):
         fire(bus, "e", i)
     sub = bus.subscribe(parse_topics([]), after=2)
@@ -122,7 +141,7 @@ async def test_gap_when_requested_records_are_gone_and_future_index() -> None:
 
 
 async def test_may_read_hook_withholds_records() -> None:
-    bus = Bus()
+    bus = Bus(start=1)
     fire(bus, "secret", 1)
     fire(bus, "public", 2)
 
@@ -139,7 +158,7 @@ async def test_may_read_hook_withholds_records() -> None:
 
 
 async def test_slow_subscriber_is_closed_with_a_final_record_and_memory_bounded() -> None:
-    bus = Bus(capacity=100, queue_limit=8)
+    bus = Bus(capacity=100, queue_limit=8, start=1)
     slow = bus.subscribe(parse_topics([]), after=None)
     fast = bus.subscribe(parse_topics([]), after=None)
     assert slow.poll() is None and fast.poll() is None  # both live
@@ -160,16 +179,16 @@ async def test_slow_subscriber_is_closed_with_a_final_record_and_memory_bounded(
 
 def test_persistence_keeps_indexes_across_restart(tmp_path: Path) -> None:
     path = tmp_path / "bus.log"
-    bus = Bus(capacity=5, path=path)
+    bus = Bus(capacity=5, path=path, start=1)
     for i in range(12):  # forces compactions
         fire(bus, "e", i)
     bus.close()
-    again = Bus(capacity=5, path=path)
+    again = Bus(capacity=5, path=path, start=1)
     assert [r.index for r in again.held()] == [8, 9, 10, 11, 12]
-    assert again.held()[0].ndjson() == bus.get(8).ndjson()
+    assert again.held()[0].ndjson() == bus.after(7).ndjson()  # type: ignore[union-attr]
     assert fire(again, "e", 13).index == 13
     again.close()
-    third = Bus(capacity=5, path=path)
+    third = Bus(capacity=5, path=path, start=1)
     assert third.last_index == 13
     third.close()
 
@@ -181,19 +200,39 @@ def _lines(path: Path) -> list[bytes]:
 def test_torn_tail_is_cut_and_its_index_never_reused(tmp_path: Path,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "bus.log"
-    bus = Bus(capacity=100, path=path)
+    bus = Bus(capacity=100, path=path, start=1)
     for i in range(6):
         fire(bus, "e", i)
-    bus.close()
+    bus.log.close()  # type: ignore[union-attr]  # killed while writing: no clean marker
     data = path.read_bytes()
     path.write_bytes(data[:-20])  # record 6 torn in the middle
     with caplog.at_level(logging.WARNING, "rumor.bus"):
-        again = Bus(capacity=100, path=path)
+        again = Bus(capacity=100, path=path, start=1)
     assert "kept 5 records" in caplog.text
     assert again.last_index >= 6 and [r.index for r in again.held()] == [1, 2, 3, 4, 5]
-    assert fire(again, "e", 7).index == 7  # 6 may have been seen: burnt
+    new = fire(again, "e", 7).index  # 6 may have been seen: numbering resumes past it
+    assert new > 6
+    sub = again.subscribe(parse_topics([]), after=4)  # reads across the hole
+    assert [sub.poll().index, sub.poll().index] == [5, new]  # type: ignore[union-attr]
     again.close()
-    assert Bus(capacity=100, path=path).last_index == 7
+    assert Bus(capacity=100, path=path, start=1).last_index == new
+
+
+def test_unclean_stop_never_reuses_an_index_clean_stop_does_not_jump(tmp_path: Path) -> None:
+    path = tmp_path / "bus.log"
+    bus = Bus(capacity=100, path=path, start=1)
+    for i in range(3):
+        fire(bus, "e", i)
+    bus.close()  # clean
+    bus = Bus(capacity=100, path=path, start=1)
+    assert fire(bus, "e", 4).index == 4
+    bus.log.close()  # type: ignore[union-attr]  # as if killed: no clean marker
+    lines = path.read_bytes().split(b"\n")
+    path.write_bytes(b"\n".join(lines[:-2]) + b"\n")  # and record 4 never reached the disk
+    again = Bus(capacity=100, path=path, start=1)
+    assert again.last_index >= 4  # 4 may have been streamed before the crash
+    assert fire(again, "e", 5).index > 4
+    again.close()
 
 
 @pytest.mark.parametrize("corrupt", [
@@ -202,23 +241,24 @@ def test_torn_tail_is_cut_and_its_index_never_reused(tmp_path: Path,
     lambda body: body.replace(b'"Topic":"Event"', b'"Topic":"Evil"'),
     lambda body: body.replace(b'"Time":', b'"Time":"x","T":'),
     lambda body: body.replace(b'"Payload":{', b'"Payload":[{').replace(b"}}", b"}]}"),
-    lambda body: body.replace(b'"Index":3', b'"Index":9'),
+    lambda body: body.replace(b'"Index":3', b'"Index":2'),
 ])
 def test_corrupt_record_cuts_the_rest(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                       corrupt) -> None:
     path = tmp_path / "bus.log"
-    bus = Bus(capacity=100, path=path)
+    bus = Bus(capacity=100, path=path, start=1)
     for i in range(5):
         fire(bus, "e", i)
     bus.close()
     lines = _lines(path)
-    body = corrupt(lines[2][9:])  # re-checksummed, so only the range checks can catch it
-    assert body != lines[2][9:]
-    lines[2] = b"%08x %s" % (zlib.crc32(body), body)
+    assert b'"NextIndex"' in lines[0]  # the reservation comes first
+    body = corrupt(lines[3][9:])  # re-checksummed, so only the range checks can catch it
+    assert body != lines[3][9:]
+    lines[3] = b"%08x %s" % (zlib.crc32(body), body)
     path.write_bytes(b"\n".join(lines) + b"\n")
     with caplog.at_level(logging.WARNING, "rumor.bus"):
-        again = Bus(capacity=100, path=path)
-    assert "line 3 is corrupt" in caplog.text and "kept 2 records" in caplog.text
+        again = Bus(capacity=100, path=path, start=1)
+    assert "line 4 is corrupt" in caplog.text and "kept 2 records" in caplog.text
     assert [r.index for r in again.held()] == [1, 2]
     assert again.last_index >= 5  # nothing that was on disk is handed out again
     again.close()
@@ -226,12 +266,12 @@ def test_corrupt_record_cuts_the_rest(tmp_path: Path, caplog: pytest.LogCaptureF
 
 def test_flipped_bit_fails_the_checksum(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "bus.log"
-    bus = Bus(capacity=100, path=path)
+    bus = Bus(capacity=100, path=path, start=1)
     for i in range(3):
         fire(bus, "abc", i)
     bus.close()
     path.write_bytes(path.read_bytes().replace(b"abc", b"abd", 1))
     with caplog.at_level(logging.WARNING, "rumor.bus"):
-        again = Bus(capacity=100, path=path)
+        again = Bus(capacity=100, path=path, start=1)
     assert "checksum mismatch" in caplog.text and len(again) == 0 and again.last_index >= 3
     again.close()

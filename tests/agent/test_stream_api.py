@@ -14,20 +14,20 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+import h11
 import pytest
 import trio
 import trio_websocket as tw
 from httpx_sse import aconnect_sse
 
-from agent.api import stream as stream_api
 from agent.bus import Bus, Subscription
-from tests.agent.helpers import InProc, eventually, free_host, in_process_agent
+from tests.agent.helpers import InProc, eventually, free_host, in_process_agent, prometheus
 
 
 @pytest.fixture
 async def node() -> AsyncIterator[InProc]:
     async with in_process_agent(free_host(ports=()), "s1") as a:
-        await eventually(lambda: a.agent.bus.last_index >= 1, "our own NodeJoin")
+        await eventually(lambda: len(a.agent.bus) >= 1, "our own NodeJoin")
         yield a
 
 
@@ -73,11 +73,11 @@ async def test_ndjson_disconnect_and_resume_none_missed_none_twice(node: InProc)
     assert [g["Events"][0]["Key"] for g in got] == ["s1", "deploy-3"]
 
 
-async def test_heartbeat_and_gap(node: InProc, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stream_api, "HEARTBEAT", 0.2)
+async def test_heartbeat_and_gap(node: InProc) -> None:
+    node.agent.bus.heartbeat_interval = 0.2
     assert await read_lines(node, 1, {"topic": "Event:nothing-matches"}) == [{}]
     bus: Bus = node.agent.bus
-    small = Bus(capacity=2)
+    small = Bus(capacity=2, start=1)
     node.agent.bus = small
     for i in range(5):
         small.publish_event({"ID": f"00000000-0000-4000-8000-{i:012d}", "Name": "e"})
@@ -141,8 +141,8 @@ async def test_sse_with_a_real_sse_client_and_last_event_id(node: InProc) -> Non
     assert rest == [fired[2]["ID"], later["ID"]]
 
 
-async def test_sse_comment_heartbeat(node: InProc, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stream_api, "HEARTBEAT", 0.2)
+async def test_sse_comment_heartbeat(node: InProc) -> None:
+    node.agent.bus.heartbeat_interval = 0.2
     with trio.fail_after(10):
         async with node.client.stream("GET", "/v1/event/stream?topic=Event:none",
                                       headers={"Accept": "text/event-stream"}) as resp:
@@ -253,10 +253,118 @@ async def test_a_stuck_subscriber_is_closed_and_slows_nobody(
             finally:
                 tracemalloc.stop()
             nursery.cancel_scope.cancel()
+        # now read what the stuck client was sent: intact chunked framing (records were
+        # written straight to its socket, some only in part), ending with the Closed record
+        conn = h11.Connection(h11.CLIENT)
+        conn.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+        conn.send(h11.EndOfMessage())
+        body = bytearray()
+        with trio.fail_after(30):
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await stuck.recv(65536))
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    break
         stuck.close()
+        lines = [json.loads(x) for x in bytes(body).splitlines()]
+        last = lines[-1]["Events"][0]
+        assert (last["Topic"], last["Type"]) == ("Stream", "Closed")
+        got = [x["Index"] for x in lines[:-1]]
+        assert got == list(range(got[0], got[0] + len(got)))
+        assert last["Payload"]["LastIndex"] == got[-1] == last["Index"]
+        assert bus.direct_writes > 600  # the fan-out wrote straight to the sockets
+        assert bus.direct_partial >= 1  # and finished a frame the socket took only in part
+        metrics = prometheus((await a.client.get("/v1/agent/metrics?format=prometheus")).text)
+        assert metrics["rumor_stream_slow_closed_total"] == 1
+        assert metrics["rumor_stream_direct_writes_total"] == bus.direct_writes
     assert fired["Name"] == "meanwhile"
     assert received == sorted(set(received)) and len(received) >= 601  # nothing lost or twice
     closed = [s for s in subs if s.done and bus.slow_closed]
     assert bus.slow_closed == 1 and closed
     assert max(s.high_water for s in subs) <= 16
     assert peak < 12_000_000, peak  # the ring (50 x 33 KB) plus renders, not 600 records
+
+
+async def test_a_stuck_websocket_reader_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.http import websocket
+
+    monkeypatch.setattr(websocket, "SEND_TIMEOUT", 0.5)
+    async with in_process_agent(free_host(ports=()), "s1", stream_buffer=50) as a:
+        bus = a.agent.bus
+        stuck = trio.socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await stuck.connect((a.host, a.http_port))
+        await stuck.send(b"GET /v1/sys/events/subscribe/*?json=true HTTP/1.1\r\nHost: x\r\n"
+                         b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                         b"Sec-WebSocket-Version: 13\r\n\r\n")
+        await eventually(lambda: bus.subscribers == 1, "the WebSocket to subscribe")
+        big = {"ID": "x", "Name": "big", "Blob": "x" * 32768}
+        with trio.fail_after(30):
+            while bus.subscribers:  # it never reads: the agent gives up on it
+                bus.publish("Event", "UserEvent", "big", big)
+                await trio.sleep(0.01)
+        assert bus.slow_closed == 0  # dropped by the write timeout, not by its queue
+        data = b""
+        with trio.fail_after(10):
+            while True:
+                try:
+                    chunk = await stuck.recv(65536)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                data += chunk
+        stuck.close()
+    assert data.startswith(b"HTTP/1.1 101") and b"Stream/Closed" not in data
+
+
+async def test_http10_stream_is_not_chunked_and_never_written_directly(node: InProc) -> None:
+    sock = trio.socket.socket()
+    await sock.connect((node.host, node.http_port))
+    await sock.send(b"GET /v1/event/stream?topic=Event HTTP/1.0\r\n\r\n")
+    await eventually(lambda: node.agent.bus.subscribers == 1, "the subscriber to go live")
+    before = node.agent.bus.direct_writes
+    ev = await fire(node, "old-client")
+    data = b""
+    with trio.fail_after(10):
+        while b"\r\n\r\n" not in data or not data.endswith(b"\n"):
+            data += await sock.recv(65536)
+    sock.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower()
+    line = json.loads(body)  # exactly one NDJSON line, no chunk framing
+    assert line["Events"][0]["Payload"]["ID"] == ev["ID"]
+    assert node.agent.bus.direct_writes == before
+
+
+async def test_the_acl_hook_sees_the_token_and_filters_records(node: InProc) -> None:
+    tokens: list[str | None] = []
+
+    def access(token: str | None) -> Any:
+        tokens.append(token)
+        return lambda r: r.topic != "Event" or r.key != "secret" or token == "root"
+    node.agent.bus.access = access
+    await fire(node, "secret")
+    last = await fire(node, "public")
+    await wait_events(node, 2)
+    got = await read_lines(node, 1, {"topic": "Event", "token": "anon"})
+    assert got[0]["Events"][0]["Key"] == "public"
+    got = await read_lines(node, 2, {"topic": "Event", "token": "root"})
+    assert [g["Events"][0]["Key"] for g in got] == ["secret", "public"]
+    with trio.fail_after(10):
+        async with aconnect_sse(node.client, "GET", "/v1/event/stream?topic=Event",
+                                headers={"Authorization": "Bearer b1"}) as es:
+            async for sse in es.aiter_sse():
+                assert sse.json()["Payload"]["ID"] == last["ID"]
+                break
+    base = f"ws://{node.host}:{node.http_port}/v1/sys/events/subscribe"
+    with trio.fail_after(10):
+        async with tw.open_websocket_url(f"{base}/*?json=true&index=0",
+                                         extra_headers=[("X-Consul-Token", "h")]) as ws:
+            types = [json.loads(await ws.get_message())["type"] for _ in range(2)]
+    assert types == ["Node/NodeJoin", "public"]  # "secret" (between them) withheld
+    assert tokens == ["anon", "root", "b1", "h"]
