@@ -16,10 +16,12 @@ are saved under tmp/artifacts/ and the path is printed in the failure.
 
 from __future__ import annotations
 
+import functools
 import signal
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -89,10 +91,14 @@ def pages(cluster: list[AgentProcess]) -> Iterator[Pages]:
         driver.quit()
 
 
-@pytest.fixture
-def on_failure(pages: Pages, request: pytest.FixtureRequest) -> Iterator[None]:
-    with artifacts_on_failure(pages.driver, request.node.name):
-        yield
+def screenshots_on_failure(test: Callable[..., None]) -> Callable[..., None]:
+    """Run the test inside ``artifacts_on_failure`` (a fixture never sees a test's exception,
+    so this wraps the test itself; pytest still sees the original signature)."""
+    @functools.wraps(test)
+    def run(pages: Pages, **kwargs: Any) -> None:
+        with artifacts_on_failure(pages.driver, test.__name__):
+            test(pages, **kwargs)
+    return run
 
 
 def member_statuses(d: WebDriver) -> dict[str, str]:
@@ -157,7 +163,8 @@ def failed_marks(d: WebDriver) -> list[str]:
 # ---- the tests, in order ------------------------------------------------------------------
 
 
-def test_page_lists_three_alive_members(pages: Pages, on_failure: None) -> None:
+@screenshots_on_failure
+def test_page_lists_three_alive_members(pages: Pages) -> None:
     for name in ("A", "B"):
         d = pages.show(name)
         wait_until(d, lambda d: member_statuses(d) == {"n1": "alive", "n2": "alive",
@@ -177,7 +184,8 @@ def test_page_lists_three_alive_members(pages: Pages, on_failure: None) -> None:
     assert d.find_element(By.ID, "conn").text == "live"
 
 
-def test_fired_from_form_appears_on_another_agents_page(pages: Pages, on_failure: None) -> None:
+@screenshots_on_failure
+def test_fired_from_form_appears_on_another_agents_page(pages: Pages) -> None:
     name = f"ui-{uuid.uuid4().hex[:6]}"
     d = pages.show("B")
     result = fill_fire_form(d, name, "v42 ✓", node="n[0-9]")
@@ -204,8 +212,8 @@ def test_fired_from_form_appears_on_another_agents_page(pages: Pages, on_failure
     wait_until(d, lambda d: event_rows(d, name)[0]["hidden"] == "", 5, "filter cleared")
 
 
-def test_refusals_show_the_agents_message(pages: Pages, cluster: list[AgentProcess],
-                                          on_failure: None) -> None:
+@screenshots_on_failure
+def test_refusals_show_the_agents_message(pages: Pages, cluster: list[AgentProcess]) -> None:
     name = f"bad-{uuid.uuid4().hex[:6]}"
     expected = cluster[1].fire(name, b"", "?node=%5B")
     assert expected.status == 400
@@ -224,8 +232,8 @@ def test_refusals_show_the_agents_message(pages: Pages, cluster: list[AgentProce
     assert event_rows(pages.show("A"), name) == []
 
 
-def test_chart_counts_the_events_that_arrived(pages: Pages, cluster: list[AgentProcess],
-                                             on_failure: None) -> None:
+@screenshots_on_failure
+def test_chart_counts_the_events_that_arrived(pages: Pages, cluster: list[AgentProcess]) -> None:
     d = pages.show("A")
     before = chart_total(d)
     assert before == live_rows(d) >= 1
@@ -238,8 +246,9 @@ def test_chart_counts_the_events_that_arrived(pages: Pages, cluster: list[AgentP
     assert label.startswith(f"{before + 3} events"), label
 
 
+@screenshots_on_failure
 def test_token_is_kept_in_the_tab_and_sent_with_every_request(
-        pages: Pages, cluster: list[AgentProcess], on_failure: None) -> None:
+        pages: Pages, cluster: list[AgentProcess]) -> None:
     d = pages.show("B")
     box = d.find_element(By.ID, "token")
     box.send_keys("s3cret-token", Keys.ENTER)  # the page restarts its feeds with it at once
@@ -268,8 +277,8 @@ def test_token_is_kept_in_the_tab_and_sent_with_every_request(
     assert d.execute_script("return sessionStorage.getItem('rumor.token')") is None
 
 
-def test_page_resumes_after_its_agent_restarts(pages: Pages, cluster: list[AgentProcess],
-                                              on_failure: None) -> None:
+@screenshots_on_failure
+def test_page_resumes_after_its_agent_restarts(pages: Pages, cluster: list[AgentProcess]) -> None:
     d = pages.show("A")
     n1, n2 = cluster[0], cluster[1]
     shown = {r.get_attribute("data-id") for r in
@@ -290,8 +299,9 @@ def test_page_resumes_after_its_agent_restarts(pages: Pages, cluster: list[Agent
     wait_for(lambda: len(n1.alive_members()) == 3, SPREAD, "n1 back in the cluster")
 
 
-def test_page_recovers_when_its_agent_lost_its_log(pages: Pages, cluster: list[AgentProcess],
-                                                  on_failure: None) -> None:
+@screenshots_on_failure
+def test_page_recovers_when_its_agent_lost_its_log(pages: Pages,
+                                                  cluster: list[AgentProcess]) -> None:
     """n1 comes back with an empty data dir (as if it ran without one): its bus holds none of
     the Indexes the page saw (it numbers anew, from the clock), so resuming gets a Gap and the
     page starts over from a snapshot."""
@@ -319,8 +329,8 @@ def test_page_recovers_when_its_agent_lost_its_log(pages: Pages, cluster: list[A
     wait_for(lambda: len(n1.alive_members()) == 3, SPREAD, "n1 back in the cluster")
 
 
-def test_killed_member_turns_failed(pages: Pages, cluster: list[AgentProcess],
-                                    on_failure: None) -> None:
+@screenshots_on_failure
+def test_killed_member_turns_failed(pages: Pages, cluster: list[AgentProcess]) -> None:
     d = pages.show("A")
     wait_until(d, lambda d: member_statuses(d).get("n1") == "alive" and
                len(member_statuses(d)) == 3, SPREAD, "3 members after the restart")
@@ -338,8 +348,8 @@ def test_killed_member_turns_failed(pages: Pages, cluster: list[AgentProcess],
         assert console_errors(pages.show(name)) == [], f"script errors on page {name}"
 
 
-def test_graceful_leave_turns_left(pages: Pages, cluster: list[AgentProcess],
-                                  on_failure: None) -> None:
+@screenshots_on_failure
+def test_graceful_leave_turns_left(pages: Pages, cluster: list[AgentProcess]) -> None:
     d = pages.show("A")
     cluster[1].stop(signal.SIGTERM)
     wait_until(d, lambda d: member_statuses(d).get("n2") == "left", SPREAD,
@@ -350,7 +360,8 @@ def test_graceful_leave_turns_left(pages: Pages, cluster: list[AgentProcess],
     assert d.find_element(By.ID, "conn").text == "live"
 
 
-def test_narrow_window_keeps_every_control_reachable(pages: Pages, on_failure: None) -> None:
+@screenshots_on_failure
+def test_narrow_window_keeps_every_control_reachable(pages: Pages) -> None:
     d = pages.show("A")
     size = d.get_window_size()
     try:
@@ -367,7 +378,8 @@ def test_narrow_window_keeps_every_control_reachable(pages: Pages, on_failure: N
         d.set_window_size(size["width"], size["height"])
 
 
-def test_keyboard_reaches_every_control_in_order(pages: Pages, on_failure: None) -> None:
+@screenshots_on_failure
+def test_keyboard_reaches_every_control_in_order(pages: Pages) -> None:
     d = pages.show("A")
     d.find_element(By.ID, "token").click()
     order = []
