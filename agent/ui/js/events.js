@@ -38,10 +38,6 @@ export class EventList {
     this.filter = null;
   }
 
-  has(id) {
-    return this.rows.has(id);
-  }
-
   // Remember where an event came from (we fired it), before or after it is listed.
   setOrigin(id, node) {
     this.origins.set(id, node);
