@@ -255,8 +255,14 @@ def test_token_is_kept_in_the_tab_and_sent_with_every_request(
     request_headers(d)  # drop what was logged so far
     assert d.execute_script("return sessionStorage.getItem('rumor.token')") == "s3cret-token"
     name = f"tok-{uuid.uuid4().hex[:6]}"
-    assert fill_fire_form(d, name).startswith("Fired")
-    wait_until(d, lambda d: event_rows(d, name), SPREAD, "the event after the token change")
+    box = d.find_element(By.ID, "fire-name")
+    box.clear()
+    box.send_keys(name)
+    payload = d.find_element(By.ID, "fire-payload")
+    payload.clear()
+    payload.send_keys("line 1", Keys.ENTER, "line 2", Keys.CONTROL, Keys.ENTER)  # Ctrl+Enter
+    (row,) = wait_until(d, lambda d: event_rows(d, name), SPREAD, "the event fired by keyboard")
+    assert row["payload text"] == "line 1\nline 2"
     d.refresh()
     wait_until(d, lambda d: len(member_statuses(d)) == 3, SPREAD, "members after reload")
     assert d.find_element(By.ID, "token").get_attribute("value") == "s3cret-token"

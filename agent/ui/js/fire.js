@@ -4,6 +4,13 @@
 import { AgentError, call, query } from "./api.js";
 
 export function setupFire(form, result, onFired) {
+  // Enter in a field fires; in the payload box it is a new line, and Ctrl+Enter fires
+  form.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+      e.preventDefault();
+      form.requestSubmit();
+    }
+  });
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     const data = new FormData(form);
