@@ -340,7 +340,7 @@ class Bus:
             recs[cold]._cache = None
         self.published += 1
         if self.log is not None:
-            self.log.append(r, self.held(), self._next)
+            self.log.append(r, self._next)
         for sub in list(self._live):
             sub.push(r)
         changed, self._changed = self._changed, trio.Event()

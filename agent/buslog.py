@@ -60,12 +60,9 @@ class BusLog:
                         if rec.filter_keys is not None else None, "Time": rec.time})
         return head[:-1] + b',"Payload":' + rec.payload + b"}"
 
-    def append(self, rec: Record, held: Sequence[Record], next_index: int) -> None:
-        """Append one record; compact instead when the file has grown past 2x capacity."""
+    def append(self, rec: Record, next_index: int) -> None:
+        """Append one record; compact when the file has grown past 2x capacity lines."""
         try:
-            if self._lines + 1 > 2 * self.capacity:
-                self.compact(held, next_index)
-                return
             if self._fh is None:
                 self._fh = open(self.path, "ab")
             if rec.index >= self.reserved:
@@ -77,22 +74,38 @@ class BusLog:
             self._fh.write(self._line(self._body(rec)))
             self._fh.flush()
             self._lines += 1
+            if self._lines > 2 * self.capacity:
+                self._compact_tail(next_index)
         except OSError as exc:
             self.errors += 1
             log.error("bus: cannot append record %d to %s: %s", rec.index, self.path, exc)
 
-    def compact(self, held: Sequence[Record], next_index: int) -> None:
+    def _compact_tail(self, next_index: int) -> None:
+        """Keep the newest ``capacity`` record lines, copied as they are (no re-encoding:
+        this runs on the delivery path, about once per ``capacity`` records)."""
         self.close()
+        lines = self.path.read_bytes().split(b"\n")
+        lines.pop()  # after the final newline
+        records = [ln for ln in lines if not ln.startswith(b'{"NextIndex"', 9)]
+        records = records[-self.capacity:]
+        self._replace([self._line(go_json({"NextIndex": max(self.reserved, next_index)}))]
+                      + [ln + b"\n" for ln in records])
+
+    def compact(self, held: Sequence[Record], next_index: int) -> None:
+        """Rewrite the file as ``held`` (used at start, after loading)."""
+        self.close()
+        self._replace([self._line(go_json({"NextIndex": max(self.reserved, next_index)}))]
+                      + [self._line(self._body(rec)) for rec in held])
+
+    def _replace(self, lines: list[bytes]) -> None:
+        self.reserved = max(self.reserved, int(json.loads(lines[0][9:])["NextIndex"]))
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "wb") as fh:
-            self.reserved = max(self.reserved, next_index)
-            fh.write(self._line(go_json({"NextIndex": self.reserved})))
-            for rec in held:
-                fh.write(self._line(self._body(rec)))
+            fh.write(b"".join(lines))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
-        self._lines = 1 + len(held)
+        self._lines = len(lines)
 
     def close(self, next_index: int | None = None) -> None:
         """Close the file; with ``next_index``, first record a clean shutdown."""
