@@ -85,6 +85,7 @@ class AgentConfig:
     tls_verify_incoming: bool = False
     rejoin_after_leave: bool = False
     http_max_conns_per_client: int = 200
+    ui: bool = True
 
     def encrypt_key(self) -> bytes | None:
         """The decoded gossip key, or None when encryption is off."""
@@ -265,6 +266,7 @@ _FIELDS: tuple[_Field, ...] = (
            "Rejoin the members in the data dir's snapshot even after a graceful leave."),
     _Field("http_max_conns_per_client", "int", "limits.http_max_conns_per_client", None,
            "Open HTTP connections allowed per client IP (0 = no limit)."),
+    _Field("ui", "bool", "ui_config.enabled", "ui", "Serve the web UI at /ui/ (default true)."),
 )
 _BY_NAME = {f.name: f for f in _FIELDS}
 _BY_FILE_KEY = {f.file_key: f for f in _FIELDS if f.file_key}
@@ -274,7 +276,8 @@ for _key in ("ca_file", "cert_file", "key_file", "verify_incoming"):
 # ... and the pre-1.11 names of two ACL tokens
 _BY_FILE_KEY["acl.tokens.master"] = _BY_FILE_KEY["acl.tokens.initial_management"]
 _BY_FILE_KEY["acl.tokens.agent_master"] = _BY_FILE_KEY["acl.tokens.agent_recovery"]
-_NESTED = ("ports", "limits", "acl", "acl.tokens", "tls", "tls.defaults", "tls.https")
+_BY_FILE_KEY["ui"] = _BY_NAME["ui"]  # Consul's older top-level key for ui_config.enabled
+_NESTED = ("ports", "limits", "ui_config", "acl", "acl.tokens", "tls", "tls.defaults", "tls.https")
 
 _FLAG_KIND = {"list": "list", "meta": "list", "bool": "bool"}
 AGENT_FLAGS: tuple[FlagSpec, ...] = (

@@ -115,10 +115,12 @@ async def _main(config: AgentConfig, hub: object,
             return _fatal(str(exc))
         _release_startup_memory()
         adv = agent.node.serf.ml.local
+        ui = f"{addrs[0]}/ui/" if config.ui and addrs else "off"
         print("==> rumor agent running!", file=sys.stderr)
         print(f"         Version: {VERSION}\n       Node name: {agent.node_name}\n"
               f"      Datacenter: {config.datacenter}\n"
               f"     Client addr: {', '.join(addrs)}\n"
+              f"          Web UI: {ui}\n"
               f"    Cluster addr: {adv.addr}:{adv.port} (LAN: {config.serf_lan_port})\n"
               f"       Encrypted: {agent.node.keyring is not None}\n"
               f"            ACLs: {config.acl_enabled}\n", file=sys.stderr, flush=True)

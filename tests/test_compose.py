@@ -8,7 +8,7 @@
 - The Dockerfile's ENTRYPOINT + CMD validate as `rumor agent` flags, its HEALTHCHECK is a real
   `rumor members` invocation that fails when no agent answers and passes when one does, and
   the files its COPY lines put in the image (after .dockerignore) build a package carrying the
-  whole CLI.
+  whole CLI and the web UI's static files.
 
 The normalized compose file is YAML. PyYAML is not a project dependency, but docker-compose
 1.x is a Python program that depends on it, so its own interpreter turns the YAML into JSON;
@@ -351,5 +351,8 @@ def test_dockerfile_copies_build_a_package_with_the_whole_cli(tmp_path: Path) ->
         for p in (ROOT / package).rglob("*.py")
         if "__pycache__" not in p.parts
     }
+    # the web UI's static files are package data (pyproject's package-data), not modules
+    wanted |= {p.relative_to(ROOT).as_posix() for p in (ROOT / "agent/ui").rglob("*")
+               if p.is_file()}
     assert wanted and wanted <= names, sorted(wanted - names)
     assert re.search(r"^rumor\s*=\s*agent\.cli:main$", entry_points, re.MULTILINE)

@@ -14,6 +14,7 @@ from agent.api import event as event_api
 from agent.api import operator as operator_api
 from agent.api import sink as sink_api
 from agent.api import stream as stream_api
+from agent.api import ui as ui_api
 from agent.http.routing import Router
 from agent.http.types import HTTPError, Request
 from agent.logs import MonitorHub
@@ -65,4 +66,5 @@ def build_router(agent: Agent, hub: MonitorHub | None = None) -> Router:
         routes.append(("GET", "/v1/agent/monitor", agent_api.monitor(hub)))
     for method, pattern, fn in routes:
         router.add(method, pattern, bind(fn))
+    ui_api.add_routes(router, agent.config.ui)
     return router
