@@ -8,7 +8,8 @@ and nothing is broadcast; the chart counts the events that arrived; the token is
 tab and sent with every request (``?token=`` on the event stream); after n1 is restarted, A
 resumes its stream and shows what it missed exactly once; n3 killed with -9 turns to failed
 in A and n2 stopped gracefully to left, each with a mark on the chart; a narrow window keeps
-every control reachable.
+every control reachable; on a fourth agent with ACLs the form shows the 403 and the tab's
+token makes the fire go through.
 
 Every wait is bounded. On failure, screenshots and HTML of both windows plus the console log
 are saved under tmp/artifacts/ and the path is printed in the failure.
@@ -17,6 +18,7 @@ are saved under tmp/artifacts/ and the path is printed in the failure.
 from __future__ import annotations
 
 import functools
+import json
 import signal
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,7 +37,7 @@ from tests.agent.browser import (
     start_chromium,
     wait_until,
 )
-from tests.agent.helpers import AgentProcess, free_subnet, stop_all, wait_for
+from tests.agent.helpers import AgentProcess, free_host, free_subnet, stop_all, wait_for
 
 SPREAD = 10.0  # gossip reaches every agent well within this
 FAIL_DETECT = 30.0  # kill -9 -> failed takes ~5-9 s with the LAN profile
@@ -406,3 +408,40 @@ def test_screenshot_path_is_reported_on_failure(pages: Pages, tmp_path: Path,
     saved = Path(str(info.value).rsplit("browser artifacts: ", 1)[1].rstrip(")"))
     assert (saved / "window0.png").read_bytes()[:4] == b"\x89PNG"
     assert (saved / "window1.html").read_text().startswith("<html")
+
+
+ACL_RULES = 'agent_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }\n'
+
+
+@screenshots_on_failure
+def test_acl_refusal_is_shown_and_the_tabs_token_fires(pages: Pages, tmp_path: Path) -> None:
+    """A fourth agent with ACLs (default deny; requests without a token get a read-only
+    token): the page loads, a fire shows the agent's 403 text; with a writing token typed
+    into the token field the same fire goes through and is listed."""
+    config = tmp_path / "acl.json"
+    config.write_text(json.dumps({"acl": {
+        "enabled": True, "default_policy": "deny", "tokens": {"default": "ui-reader"},
+        "token_list": [
+            {"SecretID": "ui-reader", "Rules": ACL_RULES + 'event_prefix "" { policy = "read" }'},
+            {"SecretID": "ui-writer",
+             "Rules": ACL_RULES + 'event_prefix "" { policy = "write" }'}]}}))
+    n4 = AgentProcess("n4", free_host(), tmp_path / "n4")
+    try:
+        n4.start(f"-config-file={config}").wait_ready()
+        name = f"acl-{uuid.uuid4().hex[:6]}"
+        expected = n4.fire(name, b"x")
+        assert expected.status == 403 and "Permission denied" in expected.text, expected
+        pages.open("C", f"http://{n4.http_addr}/ui/")  # a new tab: its own session storage
+        d = pages.show("C")
+        wait_until(d, lambda d: member_statuses(d) == {"n4": "alive"}, SPREAD, "n4's member")
+        result = fill_fire_form(d, name, "x")
+        assert result == f"The agent refused (403): {expected.text}", result
+        assert n4.events(name) == []
+        box = d.find_element(By.ID, "token")
+        box.send_keys("ui-writer", Keys.ENTER)
+        result = fill_fire_form(d, name, "x")
+        assert "refused" not in result, result
+        wait_until(d, lambda d: event_rows(d, name), SPREAD, "the event fired with the token")
+        assert [e["Name"] for e in n4.events(name)] == [name]
+    finally:
+        n4.stop(signal.SIGKILL)
