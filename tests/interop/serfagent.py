@@ -40,8 +40,8 @@ class SerfAgent:
             cmd += ["-event-handler", handler]
         cmd += extra or []
         self.log_path = self.dir / "agent.log"
-        self.proc = subprocess.Popen(cmd, stdout=self.log_path.open("w"),
-                                     stderr=subprocess.STDOUT)
+        with self.log_path.open("w") as log:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         self._wait_rpc()
 
     def _wait_rpc(self, timeout: float = 10.0) -> None:

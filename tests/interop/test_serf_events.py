@@ -24,8 +24,11 @@ async def rumor(net: str, tmp_path: Path) -> AsyncIterator[Agent]:
     agent = Agent(cfg)
     async with trio.open_nursery() as nursery:
         await agent.start(nursery)
-        yield agent
-        nursery.cancel_scope.cancel()
+        try:
+            yield agent
+        finally:
+            agent.store.close()  # as run_agent does: the event log file is ours to close
+            nursery.cancel_scope.cancel()
 
 
 def handler_script(tmp: Path) -> Path:
