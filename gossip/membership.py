@@ -764,18 +764,14 @@ class Memberlist:
         """Alive and suspect members, plus the recently dead (gossip to the dead)."""
         if self._candidates is None or now >= self._candidates_until:
             ttl = self.cfg.gossip_to_the_dead_time
-            self._candidates_until = math.inf
-            out = []
-            for m in self.members.values():
-                if m is self.local:
-                    continue
-                if m.state is State.DEAD:
-                    if now - m.state_change >= ttl:
-                        continue
-                    self._candidates_until = min(self._candidates_until, m.state_change + ttl)
-                elif m.state is State.LEFT:
-                    continue
-                out.append(m)
+            local, alive, suspect, dead = self.local, State.ALIVE, State.SUSPECT, State.DEAD
+            # rebuilt on every change to the set, hundreds of times per node while a big
+            # partition settles: comprehensions, not a loop with appends
+            out = [m for m in self.members.values() if m is not local and (
+                m.state is alive or m.state is suspect or
+                (m.state is dead and now - m.state_change < ttl))]
+            self._candidates_until = min((m.state_change + ttl for m in out if m.state is dead),
+                                         default=math.inf)
             self._candidates = out
         return self._candidates
 
