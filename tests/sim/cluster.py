@@ -21,7 +21,8 @@ import heapq
 import itertools
 import math
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,6 +50,22 @@ class Link:
     dup: float = 0.0
     delay_min: float = 0.0005
     delay_max: float = 0.003
+
+
+@contextmanager
+def no_cyclic_gc() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector (reference counting still frees everything).
+
+    At 1,000 nodes the cores hold millions of long-lived objects and create no garbage
+    cycles, so the collector's full passes over that heap are pure overhead for the
+    simulator; it is switched back on afterwards."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 # kinds of queued events (the heap holds plain tuples: no closure per datagram)
@@ -188,12 +205,7 @@ class ClusterSim:
     def run_until(self, t_end: float, max_events: int = 50_000_000) -> None:
         heap, pop = self._heap, heapq.heappop
         deliver, tick = self._deliver, self._tick
-        # The cores hold millions of long-lived objects at 1,000 nodes and create no garbage
-        # cycles, so the cyclic collector's full passes are pure overhead here (reference
-        # counting still frees everything); it is switched back on afterwards.
-        gc_was_on = gc.isenabled()
-        gc.disable()
-        try:
+        with no_cyclic_gc():
             for _ in range(max_events):
                 if not heap or heap[0][0] > t_end:
                     break
@@ -211,9 +223,6 @@ class ClusterSim:
                     a()
             else:
                 raise RuntimeError("simulation exceeded its event budget")
-        finally:
-            if gc_was_on:
-                gc.enable()
         self.now = max(self.now, t_end)
 
     def run_for(self, dt: float) -> None:
@@ -302,18 +311,20 @@ class SerfCluster:
     # --- running and observing ---------------------------------------------------------
 
     def run(self, dt: float) -> None:
-        self.sim.run_for(dt)
-        self.collect()
+        with no_cyclic_gc():  # collecting allocates an event record per delivery
+            self.sim.run_for(dt)
+            self.collect()
 
     def run_until(self, cond: Callable[[], bool], timeout: float, step: float = 0.5) -> float:
         """Run in ``step``s until ``cond()``; the simulated time it took.  AssertionError after
         ``timeout`` simulated seconds."""
         start = self.sim.now
-        while not cond():
-            if self.sim.now - start >= timeout:
-                raise AssertionError(f"condition not reached within {timeout} s "
-                                     f"(simulated, from t={start:.1f})")
-            self.run(step)
+        with no_cyclic_gc():  # the conditions build sets over every node's member list
+            while not cond():
+                if self.sim.now - start >= timeout:
+                    raise AssertionError(f"condition not reached within {timeout} s "
+                                         f"(simulated, from t={start:.1f})")
+                self.run(step)
         return self.sim.now - start
 
     def collect(self) -> None:
