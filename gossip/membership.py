@@ -891,16 +891,15 @@ class Memberlist:
         """Alive and suspect members, plus the recently dead or left (gossip to the dead)."""
         if self._candidates is None or now >= self._candidates_until:
             ttl = self.cfg.gossip_to_the_dead_time
-            self._candidates_until = math.inf
-            out = []
-            for m in self.members.values():
-                if m is self.local:
-                    continue
-                if m.state is State.DEAD or m.state is State.LEFT:
-                    if now - m.state_change >= ttl:
-                        continue
-                    self._candidates_until = min(self._candidates_until, m.state_change + ttl)
-                out.append(m)
+            local, alive, suspect = self.local, State.ALIVE, State.SUSPECT
+            # rebuilt on every change to the set, hundreds of times per node while a big
+            # partition settles: comprehensions, not a loop with appends; dead and just-left
+            # members stay candidates for ``ttl`` (a forged leave is heard and refuted)
+            out = [m for m in self.members.values() if m is not local and (
+                m.state is alive or m.state is suspect or now - m.state_change < ttl)]
+            self._candidates_until = min(
+                (m.state_change + ttl for m in out if m.state is not alive
+                 and m.state is not suspect), default=math.inf)
             self._candidates = out
         return self._candidates
 

@@ -30,6 +30,11 @@ class Kind(Enum):
     SUSPECT = "suspect"
     DEAD = "dead"  # a graceful leave is a dead message whose sender is the node itself
 
+    # members are singletons compared by identity, so the identity hash is the right one;
+    # Enum's own hashes the name in Python, which shows in profiles (every gossiped message
+    # looks up TRANSITIONS)
+    __hash__ = object.__hash__
+
 
 class Need(Enum):
     GREATER = "incarnation > known"

@@ -59,3 +59,4 @@ def test_dev_cluster_converges_and_detects_a_kill(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+        proc.stdout.close()

@@ -120,7 +120,8 @@ def test_monitor_command_streams_agent_logs(agent: AgentProcess) -> None:
         for line in mon.stdout:
             lines.put(line)
 
-    threading.Thread(target=pump, daemon=True).start()
+    pumper = threading.Thread(target=pump, daemon=True)
+    pumper.start()
     try:
         name = "monitored"
         deadline = time.monotonic() + 10
@@ -138,3 +139,7 @@ def test_monitor_command_streams_agent_logs(agent: AgentProcess) -> None:
     finally:
         mon.terminate()
         assert mon.wait(10) == 0
+        pumper.join(10)  # it ends at EOF, once the monitor has exited
+        assert mon.stdout is not None and mon.stderr is not None
+        mon.stdout.close()
+        mon.stderr.close()

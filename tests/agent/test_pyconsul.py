@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import consul
 
-from tests.agent.helpers import AgentProcess, free_host, stop_all
+from tests.agent.helpers import AgentProcess, free_host, stop_all, wait_for
 
 
 def test_py_consul_fires_lists_and_blocks(tmp_path: Path) -> None:
@@ -25,13 +24,17 @@ def test_py_consul_fires_lists_and_blocks(tmp_path: Path) -> None:
 
         result: list[tuple[str, list[dict[str, object]]]] = []
         t = threading.Thread(target=lambda: result.append(
-            c.event.list(name="deploy", index=index, wait="30s")))
+            c.event.list(name="deploy", index=index, wait="30s")), daemon=True)
+        assert agent.metrics()["rumor_blocking_queries_parked"] == 0
         t.start()
-        time.sleep(0.3)
+        # the agent itself reports the query parked (and it stays parked: nothing new yet)
+        wait_for(lambda: agent.metrics()["rumor_blocking_queries_parked"] == 1, 10,
+                 "py-consul's blocking query to park")
         assert not result, "the blocking query returned before any new event"
         second = c.event.fire("deploy", body=b"v43")
         t.join(10)
         assert result, "the blocking query was not woken by the new event"
+        assert agent.metrics()["rumor_blocking_queries_parked"] == 0
         new_index, events = result[0]
         assert new_index != index and events[-1]["ID"] == second["ID"]
     finally:

@@ -32,7 +32,7 @@ from gossip.query_wire import (
 from gossip.serf import Serf
 from gossip.state import State
 from gossip.wire import PushNodeState, PushPull
-from tests.test_fuzz import FUZZ, VSN, mutated
+from tests.gossip.test_fuzz import FUZZ, VSN, mutated
 
 IP = bytes([10, 0, 0, 2])
 K = b"k" * 32

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import trio
@@ -16,12 +16,12 @@ def net() -> str:
 
 
 @pytest.fixture
-def agents() -> Iterator[list[SerfAgent]]:
+async def agents() -> AsyncIterator[list[SerfAgent]]:
     """Serf agents a test starts; all are stopped (and their temp dirs removed) afterwards."""
     started: list[SerfAgent] = []
     yield started
     for a in started:
-        a.stop()
+        await a.stop()
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import stat
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import trio
 from agent.agent import Agent
 from agent.config import AgentConfig
 from tests.interop.serfagent import SerfAgent
-from tests.interop.test_serf_membership import eventually
+from tests.interop.test_serf_membership import eventually, is_
 
 
 @pytest.fixture
@@ -24,8 +24,11 @@ async def rumor(net: str, tmp_path: Path) -> AsyncIterator[Agent]:
     agent = Agent(cfg)
     async with trio.open_nursery() as nursery:
         await agent.start(nursery)
-        yield agent
-        nursery.cancel_scope.cancel()
+        try:
+            yield agent
+        finally:
+            agent.store.close()  # as run_agent does: the event log file is ours to close
+            nursery.cancel_scope.cancel()
 
 
 def handler_script(tmp: Path) -> Path:
@@ -54,7 +57,7 @@ def received(tmp: Path) -> list[tuple[str, bytes]]:
 async def test_event_fired_at_rumor_reaches_serf_handler(net: str, agents: list[SerfAgent],
                                                          rumor: Agent, tmp_path: Path) -> None:
     script = handler_script(tmp_path)
-    agents.append(SerfAgent("serf1", f"{net}.1", handler=f"user={script}"))
+    agents.append(await SerfAgent.start("serf1", f"{net}.1", handler=f"user={script}"))
     assert await rumor.join([f"{net}.1:7946"]) == 1
     ev = rumor.fire("deploy", b"v42", node="serf.*")
     # the firing agent itself does not match the node filter, so it does not store it
@@ -70,12 +73,19 @@ async def test_event_fired_at_rumor_reaches_serf_handler(net: str, agents: list[
 
 async def test_serf_event_reaches_rumor_list(net: str, agents: list[SerfAgent],
                                              rumor: Agent) -> None:
-    agents.append(SerfAgent("serf1", f"{net}.1", join=None))
+    agents.append(await SerfAgent.start("serf1", f"{net}.1", join=None))
     assert await rumor.join([f"{net}.1:7946"]) == 1
-    await eventually(lambda: "rumor1" in agents[0].members(), 10, "serf sees rumor")
-    agents[0].event("foo", "bar")
+    await eventually(lambda: is_(agents[0].status_of("rumor1"), "alive"), 10, "serf sees rumor")
+    await agents[0].event("foo", "bar")
     await eventually(lambda: len(rumor.store) == 1, 10, "rumor stored the serf event")
     _, events = rumor.store.list("foo")
     doc = events[0].to_json()
-    assert doc["Name"] == "foo" and doc["Payload"] == "YmFy" and doc["LTime"] >= 1
-    assert json.dumps(doc)  # plain JSON, Consul's shape
+    # Consul's event shape, in Consul's key order; a plain serf event has no filters and
+    # gets a name-based (version 5) UUID, the same on every agent
+    assert list(doc) == ["ID", "Name", "Payload", "NodeFilter", "ServiceFilter", "TagFilter",
+                         "Version", "LTime"]
+    assert uuid.UUID(doc["ID"]).version == 5
+    assert {k: v for k, v in doc.items() if k not in ("ID", "LTime")} == {
+        "Name": "foo", "Payload": "YmFy", "NodeFilter": "", "ServiceFilter": "",
+        "TagFilter": "", "Version": 1}
+    assert isinstance(doc["LTime"], int) and doc["LTime"] >= 1

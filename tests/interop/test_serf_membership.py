@@ -5,7 +5,8 @@ Real processes and real sockets on 127.x.y.z; every wait is a bounded poll.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -14,12 +15,25 @@ from gossip.serf import MemberStatus
 from tests.interop.serfagent import SerfAgent
 
 
-async def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
+async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float,
+                     what: str) -> None:
+    """Poll ``check`` (plain or async) every 0.1 s until true; AssertionError after
+    ``timeout`` seconds."""
+    async def holds() -> bool:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        return bool(result)
+
     with trio.move_on_after(timeout):
-        while not check():
+        while not await holds():
             await trio.sleep(0.1)
         return
     raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
+
+
+async def is_(status: Awaitable[str], expected: str) -> bool:
+    return await status == expected
 
 
 def status_of(node: GossipNode, name: str) -> MemberStatus | None:
@@ -31,8 +45,8 @@ def status_of(node: GossipNode, name: str) -> MemberStatus | None:
 
 async def test_rumor_joins_serf_cluster_and_leaves(net: str, agents: list[SerfAgent],
                                                    nursery: trio.Nursery) -> None:
-    agents.append(SerfAgent("serf1", f"{net}.1", tags={"role": "web"}))
-    agents.append(SerfAgent("serf2", f"{net}.2", join=f"{net}.1:7946"))
+    agents.append(await SerfAgent.start("serf1", f"{net}.1", tags={"role": "web"}))
+    agents.append(await SerfAgent.start("serf2", f"{net}.2", join=f"{net}.1:7946"))
     node = GossipNode("rumor1", (f"{net}.10", 7946), tags={"role": "rumor", "dc": "dc1"})
     await nursery.start(node.run)
     assert await node.join([(f"{net}.1", 7946)]) == 1
@@ -42,15 +56,15 @@ async def test_rumor_joins_serf_cluster_and_leaves(net: str, agents: list[SerfAg
     tags = {m.name: m.tags for m in node.members()}
     assert tags["serf1"] == {"role": "web"}
     for a in agents:
-        await eventually(lambda a=a: a.members().get("rumor1", ("", "", ""))[1] == "alive",
+        await eventually(lambda a=a: is_(a.status_of("rumor1"), "alive"),
                          10, f"{a.name} lists rumor1 alive")
-        addr, status, tag_text = a.members()["rumor1"]
+        addr, status, tag_text = (await a.members())["rumor1"]
         assert addr == f"{net}.10:7946"
         assert sorted(tag_text.split(",")) == ["dc=dc1", "role=rumor"]
 
     assert await node.leave(timeout=5)
     for a in agents:
-        await eventually(lambda a=a: a.members()["rumor1"][1] == "left", 10,
+        await eventually(lambda a=a: is_(a.status_of("rumor1"), "left"), 10,
                          f"{a.name} lists rumor1 left")
 
 
@@ -58,18 +72,18 @@ async def test_serf_joins_rumor_and_kill_is_detected(net: str, agents: list[Serf
                                                      nursery: trio.Nursery) -> None:
     node = GossipNode("rumor1", (f"{net}.10", 7946), tags={"role": "rumor"})
     await nursery.start(node.run)
-    agents.append(SerfAgent("serf1", f"{net}.1", join=f"{net}.10:7946"))
-    agents.append(SerfAgent("serf2", f"{net}.2", join=f"{net}.10:7946"))
+    agents.append(await SerfAgent.start("serf1", f"{net}.1", join=f"{net}.10:7946"))
+    agents.append(await SerfAgent.start("serf2", f"{net}.2", join=f"{net}.10:7946"))
     await eventually(lambda: status_of(node, "serf1") is MemberStatus.ALIVE and
                      status_of(node, "serf2") is MemberStatus.ALIVE, 10, "rumor sees serf")
-    await eventually(lambda: agents[1].members().get("serf1", ("", "", ""))[1] == "alive",
+    await eventually(lambda: is_(agents[1].status_of("serf1"), "alive"),
                      10, "serf agents see each other through rumor")
-    assert agents[0].members()["rumor1"][1] == "alive"
+    assert await agents[0].status_of("rumor1") == "alive"
 
-    agents[1].kill()
+    await agents[1].kill()
     await eventually(lambda: status_of(node, "serf2") is MemberStatus.FAILED, 20,
                      "rumor marks the killed serf agent failed")
-    await eventually(lambda: agents[0].members()["serf2"][1] == "failed", 20,
+    await eventually(lambda: is_(agents[0].status_of("serf2"), "failed"), 20,
                      "the surviving serf agent agrees")
     assert status_of(node, "serf1") is MemberStatus.ALIVE
 
@@ -79,13 +93,13 @@ async def test_encrypted_cluster_with_serf(net: str, agents: list[SerfAgent],
     from gossip.crypto import Keyring, decode_key, keygen
 
     key = keygen()
-    agents.append(SerfAgent("serf1", f"{net}.1", encrypt=key))
+    agents.append(await SerfAgent.start("serf1", f"{net}.1", encrypt=key))
     node = GossipNode("rumor1", (f"{net}.10", 7946), keyring=Keyring([decode_key(key)]))
     await nursery.start(node.run)
     assert await node.join([(f"{net}.1", 7946)]) == 1
-    await eventually(lambda: agents[0].members().get("rumor1", ("", "", ""))[1] == "alive",
+    await eventually(lambda: is_(agents[0].status_of("rumor1"), "alive"),
                      10, "serf lists the encrypted rumor node alive")
-    agents[0].event("enc", "secret")
+    await agents[0].event("enc", "secret")
     got: list[str] = []
     node.on_delivery = lambda d: got.append(getattr(d, "name", ""))
     await eventually(lambda: "enc" in got, 10, "an encrypted serf event reaches rumor")
@@ -94,4 +108,4 @@ async def test_encrypted_cluster_with_serf(net: str, agents: list[SerfAgent],
                           keyring=Keyring([decode_key(keygen())]))
     await nursery.start(stranger.run)
     assert await stranger.join([(f"{net}.1", 7946)]) == 0  # wrong key: serf refuses us
-    assert "rumor2" not in agents[0].members()
+    assert "rumor2" not in await agents[0].members()

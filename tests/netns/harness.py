@@ -24,6 +24,12 @@ connections too.
   cannot cross between groups; ``heal()`` moves every port back onto br0. The two compose:
   a cut host stays cut across partition and heal.
 
+Settling. ``start``, ``restore``, ``partition`` and ``heal`` return only once the switch
+forwards what they connected: a UDP datagram and its echo have crossed between every
+connected host and one peer of its segment (bounded by ``SETTLE_TIMEOUT``; NetnsError if
+not), and, after ``start``, br0 reports its carrier. Without this a probe sent right after
+``restore`` could race the kernel's asynchronous link-state work and be lost.
+
 ARP never gets in the way: every host has permanent neighbour entries for all the others
 (the MACs are deterministic), so a cut never turns into EHOSTUNREACH after a failed ARP
 probe, and recovery is immediate rather than waiting for the next probe.
@@ -46,6 +52,7 @@ import atexit
 import ctypes
 import functools
 import http.client
+import json
 import os
 import re
 import shutil
@@ -55,7 +62,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -69,6 +76,8 @@ NAME_PREFIX = "rmr"
 _NAME_RE = re.compile(rf"^{NAME_PREFIX}(\d+)x(\d+)-(?:s|h\d+)$")
 _CLONE_NEWNET = 0x40000000
 MAX_HOSTS = 250
+SETTLE_TIMEOUT = 10.0  # bound on a lab change taking effect (normally a few ms)
+SETTLE_PROBE = 0.2  # one settle probe's wait for its datagram
 
 requires_netns = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None,
@@ -305,6 +314,8 @@ class NetnsLab:
         self.kill_grace = kill_grace
         self._procs: list[tuple[subprocess.Popen[Any], bool]] = []
         self._group_bridges: set[str] = set()
+        self._cut: set[int] = set()
+        self._group: dict[int, int] = {}  # host -> partition group (absent: on br0)
         self._started = False
         self._closed = False
 
@@ -345,6 +356,8 @@ class NetnsLab:
                     if o is not h
                 ]
                 _ip_batch(lines, ns=h.netns)
+            self._settle("start", range(len(self.hosts)))
+            wait_until(lambda: self._operstate("br0") == "UP", SETTLE_TIMEOUT, 0.01)
         except BaseException:
             self.close()
             raise
@@ -478,10 +491,13 @@ class NetnsLab:
     def cut(self, i: int) -> None:
         """Isolate host i: its switch port goes down; all its traffic is silently dropped."""
         _ip("link", "set", self._host(i).port, "down", ns=self.switch)
+        self._cut.add(i)
 
     def restore(self, i: int) -> None:
-        """Undo ``cut(i)``."""
+        """Undo ``cut(i)``; returns once host i's port forwards again."""
         _ip("link", "set", self._host(i).port, "up", ns=self.switch)
+        self._cut.discard(i)
+        self._settle(f"restore({i})", [i])
 
     def partition(self, groups: Sequence[Sequence[int]]) -> None:
         """Split the network: hosts talk only within their group, e.g. ``[[0, 1], [2, 3, 4]]``.
@@ -501,10 +517,13 @@ class NetnsLab:
         new_bridges = [f"brg{g}" for g in range(len(groups))]
         new_bridges = [b for b in new_bridges if b not in self._group_bridges]
         lines = [f"link add {b} type bridge\nlink set {b} up" for b in new_bridges]
-        master = {i: f"brg{g}" for g, group in enumerate(groups) for i in group}
+        master_group = {i: g for g, group in enumerate(groups) for i in group}
+        master = {i: f"brg{g}" for i, g in master_group.items()}
         lines += [f"link set {h.port} master {master.get(h.index, 'br0')}" for h in self.hosts]
         _ip_batch(lines, ns=self.switch)
         self._group_bridges.update(new_bridges)
+        self._group = dict(master_group)
+        self._settle("partition", seen)
 
     def heal(self) -> None:
         """Undo ``partition``: every port back on the main bridge (cut hosts stay cut)."""
@@ -514,3 +533,43 @@ class NetnsLab:
         lines += [f"link del {bridge}" for bridge in sorted(self._group_bridges)]
         _ip_batch(lines, ns=self.switch)
         self._group_bridges.clear()
+        self._group = {}
+        self._settle("heal", range(len(self.hosts)))
+
+    # -- settling
+
+    def _operstate(self, link: str) -> str:
+        shown = json.loads(_ip("-j", "link", "show", link, ns=self.switch))
+        return str(shown[0].get("operstate", "")) if shown else ""
+
+    def _exchange(self, a: int, b: int) -> bool:
+        """One UDP datagram host a -> host b and its echo back, each within SETTLE_PROBE."""
+        ha, hb = self.hosts[a], self.hosts[b]
+        with self.socket(b, socket.AF_INET, socket.SOCK_DGRAM) as server, \
+                self.socket(a, socket.AF_INET, socket.SOCK_DGRAM) as client:
+            server.bind((hb.addr, 0))
+            client.bind((ha.addr, 0))
+            server.settimeout(SETTLE_PROBE)
+            client.settimeout(SETTLE_PROBE)
+            client.sendto(b"netns-lab-settle", server.getsockname())
+            try:
+                data, peer = server.recvfrom(64)
+                server.sendto(data, peer)
+                return client.recv(64) == data
+            except TimeoutError:
+                return False
+
+    def _settle(self, what: str, hosts: Iterable[int]) -> None:
+        """Return once each connected host in ``hosts`` exchanges a datagram with a connected
+        peer of its own segment (a host alone on its segment has nobody to reach)."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        for i in sorted(set(hosts) - self._cut):
+            group = self._group.get(i)
+            peers = [h.index for h in self.hosts if h.index != i and h.index not in self._cut
+                     and self._group.get(h.index) == group]
+            if not peers:
+                continue
+            while not self._exchange(i, peers[0]):
+                if time.monotonic() >= deadline:
+                    raise NetnsError(f"{what}: no datagram between h{i} and h{peers[0]} after "
+                                     f"{SETTLE_TIMEOUT} s")

@@ -29,7 +29,8 @@ import pytest
 
 from tests.netns.harness import NetnsLab, requires_netns, wait_until
 
-pytestmark = requires_netns
+# the bounded waits of one scenario add up to more than the suite's default 120 s deadline
+pytestmark = [requires_netns, pytest.mark.timeout(300)]
 
 T = TypeVar("T")
 
@@ -283,6 +284,7 @@ def test_cut_host_is_declared_failed_then_heals_and_catches_up(
     no_duplicates(c, range(5))
 
 
+@pytest.mark.timeout(400)  # the split is held ~60 s on purpose
 def test_split_sides_keep_working_and_merge_events_on_heal(
         make_cluster: Callable[..., Cluster]) -> None:
     """A long 2|3 split, held until gossip_to_the_dead_time has passed since each side declared

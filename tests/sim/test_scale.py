@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import random
 
+import pytest
+
 from gossip.config import GossipConfig
 from gossip.membership import Memberlist
 from gossip.serf import MemberStatus
@@ -25,6 +27,8 @@ FULL = os.environ.get("RUMOR_SIM_FULL") == "1"
 N_CONVERGE = 1000
 N_LOSS = 1000 if FULL else 128
 N_PARTITION = 1000 if FULL else 200
+# per-test deadlines (pytest-timeout): several times the measured run time on 2 busy cores
+BIG = pytest.mark.timeout(1800 if FULL else 600)
 
 
 def _names(c: SerfCluster) -> set[str]:
@@ -45,6 +49,7 @@ def _joined(n: int, seed: int) -> SerfCluster:
     return c
 
 
+@pytest.mark.timeout(600)
 def test_1000_nodes_converge_to_one_member_list() -> None:
     c = SerfCluster(N_CONVERGE, seed=11)
     c.join_all()
@@ -61,6 +66,7 @@ def test_1000_nodes_converge_to_one_member_list() -> None:
     assert c.sim.decode_errors == 0
 
 
+@BIG
 def test_crash_detected_under_20pct_loss_without_false_positives() -> None:
     c = _joined(N_LOSS, seed=21)
     victim = c.nodes[N_LOSS // 2].name
@@ -88,6 +94,7 @@ def test_crash_detected_under_20pct_loss_without_false_positives() -> None:
     assert c.all_see(names)  # still one alive list, without the victim
 
 
+@BIG
 def test_partition_each_side_fails_the_other_then_heals() -> None:
     c = _joined(N_PARTITION, seed=31)
     side_a = [n.name for n in c.nodes[: N_PARTITION // 2]]

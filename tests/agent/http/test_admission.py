@@ -24,7 +24,7 @@ from tests.agent.helpers import (
     in_process_agent,
     wait_for,
 )
-from tests.test_http_server import Raw, echo_router
+from tests.agent.http.test_server import Raw, echo_router
 
 CONSUL_429 = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\n"
               b"Content-Length: 81\r\nConnection: close\r\n\r\n"

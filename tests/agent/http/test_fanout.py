@@ -13,7 +13,7 @@ import trio
 from agent.http import Limits, Request, Response, serve_http
 from agent.http.fanout import LongPolls, response_bytes
 from agent.http.types import AnyResponse, LongPoll
-from tests.test_http_server import Raw
+from tests.agent.http.test_server import Raw
 
 
 class Topics:

@@ -22,7 +22,7 @@ from gossip.crypto import Keyring, decode_key
 from gossip.errors import DecodeError
 from gossip.lzw import CLEAR, EOF, compress, decompress
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parents[1] / "golden"
 
 # --------------------------------------------------------------------------------------
 # Reference model (slow, obviously-correct)

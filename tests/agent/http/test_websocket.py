@@ -6,7 +6,10 @@ close grace period (virtual seconds) matters.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +34,35 @@ from agent.http.types import AnyResponse
 async def start(nursery: trio.Nursery, handler: Router, limits: Limits = Limits()) -> int:  # noqa: B008
     port: int = await nursery.start(partial(serve_http, handler, "127.0.0.1", 0, limits=limits))
     return port
+
+
+@asynccontextmanager
+async def ws_client(port: int, resource: str, **kw: Any) -> AsyncIterator[tw.WebSocketConnection]:
+    """A trio-websocket client on a socket this test owns and always closes.
+
+    (``tw.open_websocket_url`` leaves its socket open when the server closes first or
+    rejects the upgrade: the client waits for the server's TCP close, then never closes its
+    own end.)"""
+    try:
+        async with trio.open_nursery() as nursery:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            try:
+                ws = await tw.wrap_client_stream(nursery, stream, "127.0.0.1", resource, **kw)
+                try:
+                    yield ws
+                finally:
+                    await ws.aclose()
+            finally:
+                await stream.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # a rejection comes from the client's reader task
+        rejected, rest = group.split(tw.ConnectionRejected)
+        if rejected is None or rest is not None:
+            raise
+        exc: BaseException = rejected
+        while isinstance(exc, BaseExceptionGroup):
+            exc = exc.exceptions[0]
+        raise exc from None
 
 
 def ws_router(session: object, subprotocol: str | None = None) -> Router:
@@ -61,7 +93,7 @@ async def test_echo_ping_and_client_close(nursery: trio.Nursery) -> None:
 
     port = await start(nursery, ws_router(echo))
     with trio.fail_after(10):
-        async with tw.open_websocket_url(f"ws://127.0.0.1:{port}/ws") as client:
+        async with ws_client(port, "/ws") as client:
             for word in ["a", "é" * 1000, ""]:
                 await client.send_message(word)
                 assert await client.get_message() == "echo:" + word
@@ -76,9 +108,7 @@ async def test_server_side_close_and_subprotocol(nursery: trio.Nursery) -> None:
 
     port = await start(nursery, ws_router(bye, "v2.rumor"))
     with trio.fail_after(10):
-        async with tw.open_websocket_url(
-            f"ws://127.0.0.1:{port}/ws", subprotocols=["v1.rumor", "v2.rumor"]
-        ) as client:
+        async with ws_client(port, "/ws", subprotocols=["v1.rumor", "v2.rumor"]) as client:
             assert client.subprotocol == "v2.rumor"
             assert await client.get_message() == "bye"
             with pytest.raises(tw.ConnectionClosed) as closed:
@@ -92,7 +122,7 @@ async def test_plain_response_to_an_upgrade_and_upgrade_without_handshake(
     port = await start(nursery, ws_router(None))
     with trio.fail_after(10):
         with pytest.raises(tw.ConnectionRejected) as rejected:
-            async with tw.open_websocket_url(f"ws://127.0.0.1:{port}/plain"):
+            async with ws_client(port, "/plain"):
                 pass
         assert rejected.value.status_code == 403
         assert rejected.value.body == b"no websocket here"
@@ -108,7 +138,7 @@ async def test_oversized_message_closes_with_1009(nursery: trio.Nursery) -> None
 
     port = await start(nursery, ws_router(sink), Limits(max_body_bytes=1000))
     with trio.fail_after(10):
-        async with tw.open_websocket_url(f"ws://127.0.0.1:{port}/ws") as client:
+        async with ws_client(port, "/ws") as client:
             await client.send_message("x" * 999)
             await client.send_message("x" * 1001)
             with pytest.raises(tw.ConnectionClosed) as closed:

@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 from agent.config import (
@@ -211,7 +212,6 @@ def test_errors_name_the_field(argv: list[str], env: dict[str, str], prefix: str
 
 
 def test_tags_wire_size_matches_msgpack() -> None:
-    msgpack = pytest.importorskip("msgpack")
     for tags in ({}, {"a": "b"}, {f"k{i}": "v" * i for i in range(40)}, {"é": "x" * 31}):
         assert tags_wire_size(tags) == 1 + len(msgpack.packb(tags, use_bin_type=False))
     assert load_config(["-node-meta", "k:" + "v" * 490], {}).node_meta["k"] == "v" * 490

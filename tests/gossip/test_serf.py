@@ -28,7 +28,7 @@ from gossip.serf import (
 )
 from gossip.state import State
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parents[1] / "golden"
 VSN = bytes([1, 5, 2, 2, 5, 5])
 
 

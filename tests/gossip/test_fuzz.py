@@ -28,7 +28,7 @@ from gossip.wire import (
     Suspect,
 )
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parents[1] / "golden"
 VSN = bytes([1, 5, 2, 2, 5, 5])
 IP = bytes([10, 0, 0, 2])
 FUZZ = settings(max_examples=int(os.environ.get("RUMOR_FUZZ_EXAMPLES", "300")), deadline=None,

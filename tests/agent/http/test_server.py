@@ -131,9 +131,23 @@ def start(nursery: trio.Nursery) -> Start:
     return start_server
 
 
-async def raw_tcp(url: str) -> Raw:
-    port = int(url.rsplit(":", 1)[1])
-    return Raw(await trio.open_tcp_stream("127.0.0.1", port))
+Connect = Callable[[str], Awaitable[Raw]]
+
+
+@pytest.fixture
+async def raw_tcp() -> AsyncIterator[Connect]:
+    """Open raw clients to a server URL; all are closed when the test ends."""
+    opened: list[trio.SocketStream] = []
+
+    async def connect(url: str) -> Raw:
+        port = int(url.rsplit(":", 1)[1])
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        opened.append(stream)
+        return Raw(stream)
+
+    yield connect
+    for stream in opened:
+        await stream.aclose()
 
 
 async def echo(req: Request) -> Response:
@@ -252,7 +266,7 @@ async def test_413_from_content_length_without_sending_100(nursery: trio.Nursery
     assert await raw.at_eof()
 
 
-async def test_413_while_reading_a_chunked_body(start: Start) -> None:
+async def test_413_while_reading_a_chunked_body(start: Start, raw_tcp: Connect) -> None:
     url = await start(echo_router(), Limits(max_body_bytes=1000))
     raw = await raw_tcp(url)
     with trio.fail_after(10):
@@ -264,7 +278,7 @@ async def test_413_while_reading_a_chunked_body(start: Start) -> None:
         assert await raw.at_eof()
 
 
-async def test_body_within_limit_is_accepted_chunked(start: Start) -> None:
+async def test_body_within_limit_is_accepted_chunked(start: Start, raw_tcp: Connect) -> None:
     url = await start(echo_router(), Limits(max_body_bytes=1000))
     raw = await raw_tcp(url)
     with trio.fail_after(10):
@@ -275,7 +289,7 @@ async def test_body_within_limit_is_accepted_chunked(start: Start) -> None:
 
 
 @pytest.mark.parametrize("pieces", [1, 40])
-async def test_431_for_an_oversized_head(start: Start, pieces: int) -> None:
+async def test_431_for_an_oversized_head(start: Start, raw_tcp: Connect, pieces: int) -> None:
     url = await start(echo_router(), Limits(max_header_bytes=4096))
     raw = await raw_tcp(url)
     head = b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: " + b"x" * 5000 + b"\r\n\r\n"
@@ -352,7 +366,8 @@ async def test_idle_keep_alive_connection_is_closed_silently(
     assert t1 - t0 == pytest.approx(59)
 
 
-async def test_server_expires_slow_heads_and_idle_connections(start: Start) -> None:
+async def test_server_expires_slow_heads_and_idle_connections(
+        start: Start, raw_tcp: Connect) -> None:
     url = await start(echo_router(), Limits(header_timeout=0.2, idle_timeout=0.3))
     slow, idle = await raw_tcp(url), await raw_tcp(url)
     with trio.fail_after(10):
@@ -382,7 +397,7 @@ async def test_408_on_a_slow_body(nursery: trio.Nursery, autojump_clock: object)
 
 
 # ---- pipelining and hang-ups ------------------------------------------------------------------
-async def test_two_pipelined_requests_are_answered_in_order(start: Start) -> None:
+async def test_two_pipelined_requests_are_answered_in_order(start: Start, raw_tcp: Connect) -> None:
     url = await start(echo_router())
     raw = await raw_tcp(url)
     with trio.fail_after(10):
@@ -397,7 +412,7 @@ async def test_two_pipelined_requests_are_answered_in_order(start: Start) -> Non
 
 @pytest.mark.parametrize("transport", ["memory", "tcp"])  # watcher task / shared epoll
 async def test_request_pipelined_behind_a_parked_handler_is_kept(
-    nursery: trio.Nursery, start: Start, transport: str
+    nursery: trio.Nursery, start: Start, raw_tcp: Connect, transport: str
 ) -> None:
     parked, release = trio.Event(), trio.Event()
 
@@ -465,7 +480,7 @@ async def test_client_hangup_over_tcp_cancels_the_handler(start: Start) -> None:
         await cancelled.wait()
 
 
-async def test_many_parked_requests_are_all_answered(start: Start) -> None:
+async def test_many_parked_requests_are_all_answered(start: Start, raw_tcp: Connect) -> None:
     total = 1000
     fire, all_parked = trio.Event(), trio.Event()
     parked = 0
@@ -504,7 +519,7 @@ async def test_many_parked_requests_are_all_answered(start: Start) -> None:
 
 # ---- errors -----------------------------------------------------------------------------------
 async def test_handler_exception_gives_500_and_keeps_the_connection(
-    start: Start, caplog: pytest.LogCaptureFixture
+    start: Start, raw_tcp: Connect, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def boom(req: Request) -> Response:
         raise RuntimeError("kaboom")
@@ -557,8 +572,7 @@ async def test_http10_request_is_answered_then_closed(nursery: trio.Nursery) -> 
 
 
 async def test_at_the_connection_cap_the_idle_keep_alive_connection_makes_room(
-    start: Start,
-) -> None:
+        start: Start, raw_tcp: Connect) -> None:
     url = await start(echo_router(), Limits(max_connections=1))
     first = await raw_tcp(url)
     with trio.fail_after(10):
@@ -578,7 +592,8 @@ async def test_bind_error_names_host_and_port(start: Start) -> None:
 
 
 # ---- streams ----------------------------------------------------------------------------------
-async def test_stream_chunks_arrive_as_produced_and_hangup_closes_it(start: Start) -> None:
+async def test_stream_chunks_arrive_as_produced_and_hangup_closes_it(
+        start: Start, raw_tcp: Connect) -> None:
     step = trio.Event()
     closed = trio.Event()
 
@@ -595,15 +610,17 @@ async def test_stream_chunks_arrive_as_produced_and_hangup_closes_it(start: Star
     async def stream(req: Request) -> StreamResponse:
         return StreamResponse(200, [("Content-Type", "application/x-ndjson")], ticks())
 
-    url = await start(stream)
+    # a raw client sees each chunk as it is written (httpx's line iterator would also leave
+    # its nested async generators for the garbage collector when the test stops reading)
+    raw = await raw_tcp(await start(stream))
     with trio.fail_after(10):
-        async with httpx.AsyncClient(base_url=url) as client:
-            async with client.stream("GET", "/stream") as resp:
-                assert resp.headers["transfer-encoding"] == "chunked"
-                lines = resp.aiter_lines()
-                assert await lines.__anext__() == '{"n":0}'  # arrives before step 1 exists
-                step.set()
-                assert await lines.__anext__() == '{"n":1}'
+        await raw.send(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers = await raw.head()
+        assert status == 200 and headers["transfer-encoding"] == "chunked"
+        assert await raw.chunk() == b'{"n":0}\n'  # arrives before step 1 exists
+        step.set()
+        assert await raw.chunk() == b'{"n":1}\n'
+        await raw.stream.aclose()
         await closed.wait()  # the generator's finally ran after the client left
 
 
@@ -656,6 +673,8 @@ async def test_cancelling_serve_http_cancels_handlers_and_closes(nursery: trio.N
             inner.cancel_scope.cancel()
         assert cancelled.is_set()
         assert await parked_raw.at_eof() and await idle_raw.at_eof()
+        await parked_raw.stream.aclose()
+        await idle_raw.stream.aclose()
         with pytest.raises(OSError):
             await trio.open_tcp_stream("127.0.0.1", port)
 

@@ -376,5 +376,5 @@ def test_client_commands_do_not_import_trio() -> None:
     code = ("import sys, agent.cli, agent.watch, agent.client; "
             "print(sorted(m for m in ('trio', 'httpx', 'h11', 'msgpack') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=30, cwd=Path(__file__).resolve().parent.parent)
+                          timeout=30, cwd=Path(__file__).resolve().parents[2])
     assert (proc.returncode, proc.stdout) == (0, "[]\n"), proc.stderr

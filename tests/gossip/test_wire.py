@@ -31,7 +31,7 @@ from gossip.wire import (
     UserMsg,
 )
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parents[1] / "golden"
 VSN = bytes([1, 5, 2, 2, 5, 5])
 
 

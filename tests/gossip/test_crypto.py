@@ -25,7 +25,7 @@ from gossip.crypto import (
 from gossip.errors import DecodeError
 from gossip.lzw import decompress
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parents[1] / "golden"
 K16, K24, K32 = bytes(range(16)), bytes(range(100, 124)), bytes(range(200, 232))
 
 
