@@ -3,9 +3,10 @@ under 20% packet loss over ten simulated minutes, and a two-way partition that h
 
 Sizes: the convergence test always runs 1,000 nodes (~45 s).  The loss and partition
 scenarios run ``N_LOSS`` / ``N_PARTITION`` nodes by default, sizes that keep this file under
-~90 s on a 2-core machine: at 1,000 nodes they pass too but take ~300 s (ten simulated
-minutes of probing at 20% loss) and ~400 s (500 x 500 suspicions, deaths and refutations)
-of CPU in this pure-Python simulator.  ``RUMOR_SIM_FULL=1`` runs every scenario at 1,000.
+~90 s on a 2-core machine: at 1,000 nodes they pass too but take ~260 s (ten simulated
+minutes of probing at 20% loss) and ~370 s (500 x 500 suspicions, deaths and refutations)
+in this pure-Python simulator (a full CI run on 2 busy cores).  ``RUMOR_SIM_FULL=1`` runs
+every scenario at 1,000.
 
 Every run is reproducible from its seed (checked by ``test_same_seed_same_run``).
 """
