@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from agent.bus import MAX_INDEX, Record
+from agent.datadir import replace_file
 from agent.http.types import go_json
 from agent.topics import TOPICS
 
@@ -99,12 +100,7 @@ class BusLog:
 
     def _replace(self, lines: list[bytes]) -> None:
         self.reserved = max(self.reserved, int(json.loads(lines[0][9:])["NextIndex"]))
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(b"".join(lines))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        replace_file(self.path, b"".join(lines))
         self._lines = len(lines)
 
     def close(self, next_index: int | None = None) -> None:

@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from agent.datadir import read_data_file
+from agent.datadir import read_data_file, replace_file
 
 __all__ = ["Catalog", "CatalogError", "ServiceEntry", "parse_registration"]
 
@@ -207,18 +205,7 @@ class Catalog:
 
     def _save(self, path: Path) -> None:
         doc = [e.to_registration() for e in self._services.values()]
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(doc, fh, indent=1, ensure_ascii=False)
-                fh.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        replace_file(path, (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode())
 
     def _load(self, path: Path) -> None:
         data = read_data_file(path)  # DataFileError (named file) when unusable

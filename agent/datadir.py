@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 __all__ = ["DataFileError", "fsync_dir", "prepare_data_dir", "read_data_file"]
@@ -57,6 +58,29 @@ def read_data_file(path: Path) -> bytes | None:
             return fh.read(MAX_DATA_FILE + 1)
     except OSError as exc:
         raise DataFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def replace_file(path: Path, data: bytes, *, mode: int | None = None) -> None:
+    """Replace ``path`` with ``data`` atomically and durably: written to a temporary file in
+    the same directory, fsynced, renamed over ``path``, the directory fsynced.  A crash leaves
+    the old file or the new one, never a torn one; on error the temporary file is removed.
+    ``mode`` (e.g. 0o600 for a keyring) is set before any byte is written."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        if mode is not None:
+            os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(path.parent)
 
 
 def fsync_dir(path: Path) -> None:

@@ -35,7 +35,7 @@ from typing import IO, Any
 import msgpack
 import trio
 
-from agent.datadir import DataFileError, fsync_dir, read_data_file
+from agent.datadir import DataFileError, fsync_dir, read_data_file, replace_file
 
 __all__ = [
     "CONSUL_EVENT_PREFIX",
@@ -577,16 +577,10 @@ class EventStore:
 
     def _compact(self, path: Path) -> None:
         self.close()
-        tmp = path.with_name(path.name + ".tmp")
         meta = {"meta": {"next_seq": self._next_seq, "max_ltime": self.max_ltime}}
-        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(json.dumps(meta, separators=(",", ":")) + "\n")
-            for seq, ev, _ in self._events:
-                fh.write(self._record(seq, ev))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        lines = [json.dumps(meta, separators=(",", ":")) + "\n"]
+        lines += [self._record(seq, ev) for seq, ev, _ in self._events]
+        replace_file(path, "".join(lines).encode("utf-8"))
         self._lines = 1 + len(self._events)
         self._synced = self._appended  # the new file holds (and has synced) everything
 

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agent.datadir import replace_file
 from gossip.crypto import KEY_SIZES
 from gossip.keyops import KeyResponse, b64, decode_b64_key
 
@@ -83,21 +82,7 @@ def load_keyring_file(path: Path) -> list[bytes]:
 def write_keyring_file(path: Path, keys: Sequence[bytes]) -> None:
     """Serf's ``writeKeyringFile`` (indented JSON, mode 0600), replaced atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = json.dumps([b64(k) for k in keys], indent=2).encode()
-    fd, tmp = tempfile.mkstemp(prefix=".keyring-", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(body)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    replace_file(path, json.dumps([b64(k) for k in keys], indent=2).encode(), mode=0o600)
 
 
 def startup_keys(data_dir: Path | None, encrypt: bytes | None) -> list[bytes] | None:

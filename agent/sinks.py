@@ -27,6 +27,7 @@ import h11
 import trio
 
 from agent.bus import MAX_INDEX, Bus, Record
+from agent.datadir import replace_file
 from agent.topics import TopicError, parse_topics
 
 log = logging.getLogger("rumor.sinks")
@@ -170,10 +171,8 @@ class SinkManager:
         doc = {"Sinks": [{"ID": s.id, "Type": "webhook", "Topics": s.topics,
                           "Address": s.address, "LatestIndex": s.latest_index}
                          for s in self.sinks.values()]}
-        tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            tmp.write_text(json.dumps(doc, separators=(",", ":")), encoding="utf-8")
-            os.replace(tmp, self.path)
+            replace_file(self.path, json.dumps(doc, separators=(",", ":")).encode("utf-8"))
         except OSError as exc:
             log.error("sinks: cannot save %s: %s", self.path, exc)
 

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.datadir import replace_file
 from gossip.node import Clocks
 
 log = logging.getLogger("rumor.agent")
@@ -228,11 +228,6 @@ class Snapshotter:
         if self.leaving:
             lines.append("leave\n")
         data = "".join(lines).encode()
-        tmp = self.path.with_name(self.path.name + ".compact")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        replace_file(self.path, data)
         self._size = len(data)

@@ -21,9 +21,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from agent.client import ClientError, Params, Response
+from agent.datadir import replace_file
 from agent.duration import format_go_duration
 
 BACKOFF_BASE, BACKOFF_MAX = 5.0, 180.0
@@ -130,12 +132,7 @@ class SeenIDs:
             self.touch(key)
 
     def save(self, path: str) -> None:
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({"version": 1, "seen": list(self._ids)}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        replace_file(Path(path), json.dumps({"version": 1, "seen": list(self._ids)}).encode())
 
 
 @dataclass(frozen=True)
