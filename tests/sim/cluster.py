@@ -86,6 +86,8 @@ class ClusterSim:
     lost: int = 0  # of which dropped by the link's random loss
     sent: int = 0  # datagrams handed to the network (copies from duplication included)
     decode_errors: int = 0
+    # sees every datagram and TCP exchange a node starts (before loss, partitions, crashes)
+    on_send: Callable[[Addr, SendPacket | StreamRequest], None] | None = None
     # (time, sequence number, kind, three arguments); the sequence number keeps events at
     # equal times in scheduling order, so a run is a pure function of its seed
     _heap: list[tuple[float, int, int, Any, Any, Any]] = field(default_factory=list)
@@ -153,6 +155,8 @@ class ClusterSim:
         return self.rng.uniform(self.link.delay_min, self.link.delay_max)
 
     def _route(self, src: Addr, eff: object) -> None:
+        if self.on_send is not None and isinstance(eff, (SendPacket, StreamRequest)):
+            self.on_send(src, eff)
         if type(eff) is SendPacket:
             link, rnd = self.link, self.rng.random
             copies = 2 if link.dup and rnd() < link.dup else 1
@@ -384,3 +388,19 @@ class SerfCluster:
                 if m is None or m.status is not status:
                     return False
         return True
+
+
+def converged(c: SerfCluster, names: set[str]) -> bool:
+    """Every live node's Serf and memberlist hold exactly ``names``, all alive."""
+    return c.all_see(names) and all(
+        sum(1 for m in n.ml.members.values() if m.state is State.ALIVE) == len(names)
+        for n in c.live())
+
+
+def joined(n: int, seed: int) -> SerfCluster:
+    """``n`` nodes that joined ``n0`` and converged (at the link's default 0 % loss)."""
+    c = SerfCluster(n, seed=seed)
+    c.join_all()
+    names = {x.name for x in c.nodes}
+    c.run_until(lambda: converged(c, names), timeout=60, step=1.0)
+    return c
