@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -147,6 +147,27 @@ async def eventually(check: Callable[[], bool], what: str, timeout: float = 5.0)
             await trio.sleep(0.01)
         return
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+@asynccontextmanager
+async def finished(response: httpx.Response,
+                   items: AsyncGenerator[T, None]) -> AsyncIterator[AsyncGenerator[T, None]]:
+    """Iterate a streamed httpx body (`response.aiter_lines()`, httpx-sse's `aiter_sse()`) and
+    leave no async generator for the garbage collector when the loop breaks early.
+
+    httpx and httpcore hand a streamed body up through a chain of async generators that a
+    `break` leaves suspended; `aclosing()` would close only the outermost.  On exit this closes
+    the response (and so its connection), then runs the chain on: the next read fails inside
+    the innermost generator and the error unwinds every one of them to its end."""
+    try:
+        yield items
+    finally:
+        await response.aclose()
+        try:
+            async for _ in items:
+                pass
+        except (httpx.StreamError, httpx.TransportError):
+            pass
 
 
 async def raw_http(host: str, port: int, data: bytes, timeout: float = 10.0) -> Reply:

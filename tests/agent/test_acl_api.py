@@ -17,7 +17,7 @@ import trio
 
 from agent.acl import parse_token_list
 from agent.logs import MonitorHub
-from tests.agent.helpers import InProc, eventually, free_host, in_process_agent
+from tests.agent.helpers import InProc, eventually, finished, free_host, in_process_agent
 
 TOKENS = parse_token_list([
     {"SecretID": "ev-writer", "AccessorID": "acc-ev-writer",
@@ -149,12 +149,13 @@ async def test_streams_carry_only_what_the_token_may_read_and_sinks_need_operato
                 async with a.client.stream("GET", "/v1/event/stream",
                                            params={"index": "0", "token": token}) as r:
                     assert r.status_code == 200
-                    async for line in r.aiter_lines():
-                        doc = json.loads(line)
-                        for ev in doc.get("Events", []):
-                            seen.append((ev["Topic"], ev["Key"]))
-                        if ("Event", "other") in seen:
-                            return seen
+                    async with finished(r, r.aiter_lines()) as lines:
+                        async for line in lines:
+                            doc = json.loads(line)
+                            for ev in doc.get("Events", []):
+                                seen.append((ev["Topic"], ev["Key"]))
+                            if ("Event", "other") in seen:
+                                return seen
                 return seen
 
             mine = await stream_keys("ev-reader")  # deny on "secret", no node rules

@@ -47,10 +47,18 @@ def test_a_new_or_wiped_log_starts_at_the_clock(tmp_path: Path) -> None:
     bus = Bus(path=tmp_path / "bus.log")
     old = fire(bus, "e").index
     bus.close()
-    assert fire(Bus(path=tmp_path / "bus.log"), "e").index == old + 1  # continues
+    reopened = Bus(path=tmp_path / "bus.log")
+    try:
+        assert fire(reopened, "e").index == old + 1  # continues
+    finally:
+        reopened.close()
     (tmp_path / "bus.log").unlink()
     time.sleep(0.01)  # the clock moves on faster than 1 record per ms was published
-    assert fire(Bus(path=tmp_path / "bus.log"), "e").index > old + 1  # never reused
+    wiped = Bus(path=tmp_path / "bus.log")
+    try:
+        assert fire(wiped, "e").index > old + 1  # never reused
+    finally:
+        wiped.close()
 
 
 def test_index_only_grows_and_buffer_keeps_newest() -> None:

@@ -21,7 +21,15 @@ import trio_websocket as tw
 from httpx_sse import aconnect_sse
 
 from agent.bus import Bus, Subscription
-from tests.agent.helpers import InProc, eventually, free_host, in_process_agent, prometheus
+from tests.agent.helpers import (
+    InProc,
+    eventually,
+    finished,
+    free_host,
+    in_process_agent,
+    prometheus,
+    raw_http,
+)
 
 
 @pytest.fixture
@@ -44,10 +52,11 @@ async def read_lines(a: InProc, n: int, params: Any, timeout: float = 10) -> lis
         async with a.client.stream("GET", "/v1/event/stream", params=params) as resp:
             assert resp.status_code == 200
             assert resp.headers["content-type"] == "application/json"
-            async for line in resp.aiter_lines():
-                out.append(json.loads(line))
-                if len(out) == n:
-                    break
+            async with finished(resp, resp.aiter_lines()) as lines:
+                async for line in lines:
+                    out.append(json.loads(line))
+                    if len(out) == n:
+                        break
     return out
 
 
@@ -121,10 +130,11 @@ async def test_sse_with_a_real_sse_client_and_last_event_id(node: InProc) -> Non
         async with aconnect_sse(node.client, "GET", "/v1/event/stream",
                                 params={"topic": "Event", "token": "t"}) as es:
             assert es.response.headers["content-type"].startswith("text/event-stream")
-            async for sse in es.aiter_sse():
-                seen.append(sse)
-                if len(seen) == 2:
-                    break
+            async with finished(es.response, es.aiter_sse()) as events:
+                async for sse in events:
+                    seen.append(sse)
+                    if len(seen) == 2:
+                        break
     assert [s.event for s in seen] == ["Event", "Event"]
     assert [s.json()["Payload"]["ID"] for s in seen] == [f["ID"] for f in fired[:2]]
     assert [int(s.id) for s in seen] == [s.json()["Index"] for s in seen]
@@ -134,10 +144,11 @@ async def test_sse_with_a_real_sse_client_and_last_event_id(node: InProc) -> Non
     with trio.fail_after(10):  # what a reconnecting EventSource sends
         async with aconnect_sse(node.client, "GET", "/v1/event/stream?topic=Event&index=0",
                                 headers={"Last-Event-ID": seen[-1].id}) as es:
-            async for sse in es.aiter_sse():
-                rest.append(sse.json()["Payload"]["ID"])
-                if len(rest) == 2:
-                    break
+            async with finished(es.response, es.aiter_sse()) as events:
+                async for sse in events:
+                    rest.append(sse.json()["Payload"]["ID"])
+                    if len(rest) == 2:
+                        break
     assert rest == [fired[2]["ID"], later["ID"]]
 
 
@@ -147,10 +158,11 @@ async def test_sse_comment_heartbeat(node: InProc) -> None:
         async with node.client.stream("GET", "/v1/event/stream?topic=Event:none",
                                       headers={"Accept": "text/event-stream"}) as resp:
             lines = []
-            async for line in resp.aiter_lines():
-                lines.append(line)
-                if line.startswith(":"):
-                    break
+            async with finished(resp, resp.aiter_lines()) as stream:
+                async for line in stream:
+                    lines.append(line)
+                    if line.startswith(":"):
+                        break
     assert lines[-1] == ": heartbeat"
 
 
@@ -197,12 +209,14 @@ async def test_websocket_cloudevents(node: InProc) -> None:
 
 
 async def test_websocket_without_json_true_is_400(node: InProc) -> None:
-    base = f"ws://{node.host}:{node.http_port}/v1/sys/events/subscribe"
-    with trio.fail_after(10):
-        with pytest.raises(tw.ConnectionRejected) as rejected:
-            async with tw.open_websocket_url(f"{base}/deploy"):
-                pass
-    assert rejected.value.status_code == 400 and b"json=true" in rejected.value.body
+    # the upgrade request a WebSocket client sends, over a raw socket: trio-websocket 0.12.2
+    # raises ConnectionRejected from its reader task without ever closing its TCP stream
+    rejected = await raw_http(node.host, node.http_port,
+                              b"GET /v1/sys/events/subscribe/deploy HTTP/1.1\r\nHost: x\r\n"
+                              b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                              b"Sec-WebSocket-Version: 13\r\n\r\n")
+    assert rejected.status == 400 and b"json=true" in rejected.body
     r = await node.client.get("/v1/sys/events/subscribe/deploy?json=true")
     assert r.status_code == 400 and "WebSocket upgrade" in r.text
     assert node.agent.bus.subscribers == 0
@@ -234,9 +248,10 @@ async def test_a_stuck_subscriber_is_closed_and_slows_nobody(
         async with trio.open_nursery() as nursery:
             async def reader() -> None:
                 async with a.client.stream("GET", "/v1/event/stream?index=0") as resp:
-                    async for line in resp.aiter_lines():
-                        obj = json.loads(line)
-                        received.extend(e["Index"] for e in obj.get("Events", []))
+                    async with finished(resp, resp.aiter_lines()) as lines:
+                        async for line in lines:
+                            obj = json.loads(line)
+                            received.extend(e["Index"] for e in obj.get("Events", []))
             nursery.start_soon(reader)
             await eventually(lambda: bus.subscribers == 2, "the reader to go live")
             tracemalloc.start()
@@ -358,9 +373,10 @@ async def test_the_acl_hook_sees_the_token_and_filters_records(node: InProc) -> 
     with trio.fail_after(10):
         async with aconnect_sse(node.client, "GET", "/v1/event/stream?topic=Event",
                                 headers={"Authorization": "Bearer b1"}) as es:
-            async for sse in es.aiter_sse():
-                assert sse.json()["Payload"]["ID"] == last["ID"]
-                break
+            async with finished(es.response, es.aiter_sse()) as events:
+                async for sse in events:
+                    assert sse.json()["Payload"]["ID"] == last["ID"]
+                    break
     base = f"ws://{node.host}:{node.http_port}/v1/sys/events/subscribe"
     with trio.fail_after(10):
         async with tw.open_websocket_url(f"{base}/*?json=true&index=0",

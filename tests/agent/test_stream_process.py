@@ -212,23 +212,25 @@ def test_cli_stream_resumes_by_itself_after_the_agent_restarts(agent: AgentProce
     proc = subprocess.Popen([*RUMOR, "stream", f"-http-addr={agent.http_addr}",
                              "-topic", "Event", "-format", "json"], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        out = Lines(proc)
-        wait_for(lambda: subscribers(agent) == 1, 10, "rumor stream to subscribe")
-        ids = [fire(agent, "before")]
-        wait_for(lambda: len(out.lines) == 1, 10, "the first line")
-        assert agent.stop() == 0
-        agent.start().wait_ready()
-        ids.append(fire(agent, "after"))  # most likely before the CLI is back
-        wait_for(lambda: len(out.lines) == 2, 20, "the event fired during the reconnect")
-        ids.append(fire(agent, "later"))
-        wait_for(lambda: len(out.lines) == 3, 10, "a later event")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
+    with proc:  # closes both pipes
+        try:
+            out = Lines(proc)
+            wait_for(lambda: subscribers(agent) == 1, 10, "rumor stream to subscribe")
+            ids = [fire(agent, "before")]
+            wait_for(lambda: len(out.lines) == 1, 10, "the first line")
+            assert agent.stop() == 0
+            agent.start().wait_ready()
+            ids.append(fire(agent, "after"))  # most likely before the CLI is back
+            wait_for(lambda: len(out.lines) == 2, 20, "the event fired during the reconnect")
+            ids.append(fire(agent, "later"))
+            wait_for(lambda: len(out.lines) == 3, 10, "a later event")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
+            out.thread.join(10)
+        assert proc.stderr is not None and "reconnecting" in proc.stderr.read()
     records = [json.loads(x) for x in out.lines]
     assert [r["Payload"]["ID"] for r in records] == ids
-    assert proc.stderr is not None and "reconnecting" in proc.stderr.read()
 
 
 def test_cli_stream_pretty_and_bad_flags(agent: AgentProcess) -> None:
@@ -236,12 +238,14 @@ def test_cli_stream_pretty_and_bad_flags(agent: AgentProcess) -> None:
     proc = subprocess.Popen([*RUMOR, "stream", f"-http-addr={agent.http_addr}", "-index=0",
                              "-topic=Event:deploy-*", "-format=pretty"], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        out = Lines(proc)
-        wait_for(lambda: any(x == "}" for x in out.lines), 10, "one pretty record")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
+    with proc:  # closes both pipes
+        try:
+            out = Lines(proc)
+            wait_for(lambda: any(x == "}" for x in out.lines), 10, "one pretty record")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
+            out.thread.join(10)
     assert out.lines[0] == "rumor/event/deploy-web\t{" and '    "Topic": "Event",' in out.lines
     bad = subprocess.run([*RUMOR, "stream", f"-http-addr={agent.http_addr}", "-topic=Foo"],
                          cwd=ROOT, text=True, capture_output=True, timeout=30)

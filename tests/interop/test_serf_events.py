@@ -27,7 +27,7 @@ async def rumor(net: str, tmp_path: Path) -> AsyncIterator[Agent]:
         try:
             yield agent
         finally:
-            agent.store.close()  # as run_agent does: the event log file is ours to close
+            agent.close()  # as run_agent does: the event and bus logs are ours to close
             nursery.cancel_scope.cancel()
 
 

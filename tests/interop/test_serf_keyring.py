@@ -35,7 +35,7 @@ async def rumor_agent(name: str, ip: str, data: Path) -> AsyncIterator[Agent]:
         try:
             yield agent
         finally:
-            agent.store.close()
+            agent.close()  # as run_agent does: the event and bus logs are ours to close
             nursery.cancel_scope.cancel()
 
 
@@ -55,8 +55,8 @@ def serf_listed(out: str) -> dict[str, str]:
 async def test_rotation_from_serf_then_from_rumor(net: str, agents: list[SerfAgent],
                                                    tmp_path: Path) -> None:
     script = handler_script(tmp_path)
-    agents.append(SerfAgent("serf1", f"{net}.1", encrypt=K1, handler=f"user={script}"))
-    agents.append(SerfAgent("serf2", f"{net}.2", encrypt=K1, join=f"{net}.1:7946"))
+    agents.append(await SerfAgent.start("serf1", f"{net}.1", encrypt=K1, handler=f"user={script}"))
+    agents.append(await SerfAgent.start("serf2", f"{net}.2", encrypt=K1, join=f"{net}.1:7946"))
     serf1 = agents[0]
     names = {"serf1", "serf2", "rumor1", "rumor2"}
     fired = {"n": 0}
@@ -67,17 +67,17 @@ async def test_rotation_from_serf_then_from_rumor(net: str, agents: list[SerfAge
             await r1.join([f"{net}.1:7946"])
             await r2.join([f"{net}.2:7946"])
 
-            def all_alive() -> bool:
+            async def all_alive() -> bool:
                 return all({m.name for m in r.node.members() if m.status == 1} == names
                            for r in (r1, r2)) and \
-                    {n for n, v in serf1.members().items() if v[1] == "alive"} == names
+                    {n for n, v in (await serf1.members()).items() if v[1] == "alive"} == names
             await eventually(all_alive, 15, "all four alive everywhere")
 
             async def events_flow(step: str) -> None:
                 """An event from serf reaches both rumors; one from rumor reaches serf1."""
                 fired["n"] += 1
                 n = fired["n"]
-                serf1.event(f"s-{step}", "x")
+                await serf1.event(f"s-{step}", "x")
                 r2.fire(f"r-{step}", b"y")
                 await eventually(lambda: all(r.store.list(f"s-{step}")[1] for r in (r1, r2)),
                                  15, f"serf event {step} at both rumors")
@@ -113,9 +113,11 @@ async def test_rotation_from_serf_then_from_rumor(net: str, agents: list[SerfAge
         async with rumor_agent("rumor2", f"{net}.11", tmp_path / "r2") as r2:
             assert r2.node.keyring_keys() == (base64.b64decode(K3),)
             await r2.join([f"{net}.1:7946"])
-            await eventually(lambda: serf1.members().get("rumor2", ("", "", ""))[1] == "alive"
-                             and {m.name for m in r2.node.members() if m.status == 1}
-                             >= {"serf1", "serf2", "rumor2"}, 15, "restarted rumor2 rejoined")
-            serf1.event("after-restart", "z")
+            async def rejoined() -> bool:
+                return await serf1.status_of("rumor2") == "alive" and \
+                    {m.name for m in r2.node.members() if m.status == 1} \
+                    >= {"serf1", "serf2", "rumor2"}
+            await eventually(rejoined, 15, "restarted rumor2 rejoined")
+            await serf1.event("after-restart", "z")
             await eventually(lambda: r2.store.list("after-restart")[1] != [], 15,
                              "serf event at the restarted rumor2")

@@ -41,16 +41,19 @@ async def serf_query(agent: SerfAgent, *args: str) -> dict[str, object]:
 
 async def test_rumor_acks_filters_and_relays(net: str, agents: list[SerfAgent],
                                              nursery: trio.Nursery) -> None:
-    agents.append(SerfAgent("serf1", f"{net}.1", tags={"role": "web"}))
-    agents.append(SerfAgent("serf2", f"{net}.2", join=f"{net}.1:7946", tags={"role": "web"}))
+    agents.append(await SerfAgent.start("serf1", f"{net}.1", tags={"role": "web"}))
+    agents.append(await SerfAgent.start("serf2", f"{net}.2", join=f"{net}.1:7946",
+                                        tags={"role": "web"}))
     rumors = [GossipNode(f"rumor{i}", (f"{net}.{10 + i}", 7946), tags={"role": f"rumor{i}"})
               for i in (1, 2)]
     for r in rumors:
         await nursery.start(r.run)
         assert await r.join([(f"{net}.1", 7946)]) == 1
     names = {"serf1", "serf2", "rumor1", "rumor2"}
-    await eventually(lambda: {n for n, v in agents[0].members().items() if v[1] == "alive"}
-                     == names and all(len(r.members()) == 4 for r in rumors), 15, "4 alive")
+    async def all_alive() -> bool:
+        return {n for n, v in (await agents[0].members()).items() if v[1] == "alive"} \
+            == names and all(len(r.members()) == 4 for r in rumors)
+    await eventually(all_alive, 15, "4 alive")
 
     with trio.fail_after(60):
         out = await serf_query(agents[0], "hello", "x")
@@ -70,12 +73,14 @@ async def test_name_conflict_with_serf_agents(net: str, agents: list[SerfAgent],
                                               nursery: trio.Nursery, tmp_path: Path) -> None:
     """A rumor agent that takes a serf agent's name loses Serf's ``_serf_conflict`` vote and
     stops; the serf agent wins, counting the answer of an honest rumor node too."""
-    agents.append(SerfAgent("serf1", f"{net}.1"))
-    agents.append(SerfAgent("serf2", f"{net}.2", join=f"{net}.1:7946"))
+    agents.append(await SerfAgent.start("serf1", f"{net}.1"))
+    agents.append(await SerfAgent.start("serf2", f"{net}.2", join=f"{net}.1:7946"))
     honest = GossipNode("rumor1", (f"{net}.10", 7946))
     await nursery.start(honest.run)
     assert await honest.join([(f"{net}.1", 7946)]) == 1
-    await eventually(lambda: len(agents[0].members()) == 3, 10, "3 members")
+    async def members_are(n: int) -> bool:
+        return len(await agents[0].members()) == n
+    await eventually(lambda: members_are(3), 10, "3 members")
     impostor = Agent(AgentConfig(node_name="serf2", bind_addr=f"{net}.11", serf_lan_port=7946,
                                  data_dir=str(tmp_path / "impostor")))
     with trio.fail_after(60):
@@ -84,14 +89,14 @@ async def test_name_conflict_with_serf_agents(net: str, agents: list[SerfAgent],
             await impostor.join([f"{net}.2:7946"])  # serf2 itself sees the conflict
             await impostor.shutdown.wait()
             inner.cancel_scope.cancel()
-        impostor.store.close()
+        impostor.close()  # as run_agent does: the event and bus logs are ours to close
     assert impostor.fatal is not None and "name" in impostor.fatal
     assert "of 3 answers" in impostor.fatal or "of 2 answers" in impostor.fatal
     await eventually(lambda: "majority in name conflict resolution" in agents[1].log(), 15,
                      "serf2 won the vote")
     won = re.search(r"majority in name conflict resolution \[(\d+) / (\d+)\]", agents[1].log())
     assert won is not None and int(won.group(2)) >= 2  # serf1 and rumor1 answered
-    assert agents[0].members()["serf2"][0] == f"{net}.2:7946"
+    assert (await agents[0].members())["serf2"][0] == f"{net}.2:7946"
 
 
 async def test_codec_reproduces_serfs_bytes(net: str, agents: list[SerfAgent],
@@ -99,7 +104,7 @@ async def test_codec_reproduces_serfs_bytes(net: str, agents: list[SerfAgent],
     """Live golden bytes: the query serf sends for ``serf keys -list`` and the answers serf
     sends to a rumor-originated key query re-encode to exactly the bytes Go produced."""
     key = base64.b64encode(b"g" * 32).decode()
-    agents.append(SerfAgent("serf1", f"{net}.1", encrypt=key))
+    agents.append(await SerfAgent.start("serf1", f"{net}.1", encrypt=key))
     node = GossipNode("rumor1", (f"{net}.10", 7946), keyring=Keyring([b"g" * 32]))
     seen: list[bytes] = []
     await nursery.start(node.run)
@@ -111,7 +116,9 @@ async def test_codec_reproduces_serfs_bytes(net: str, agents: list[SerfAgent],
         original(now, msg)
     core.notify_msg = record  # type: ignore[method-assign]
     assert await node.join([(f"{net}.1", 7946)]) == 1
-    await eventually(lambda: len(agents[0].members()) == 2, 10, "2 members")
+    async def two_members() -> bool:
+        return len(await agents[0].members()) == 2
+    await eventually(two_members, 10, "2 members")
 
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run([SERF or "serf", "keys", f"-rpc-addr={agents[0].rpc}", "-list"],

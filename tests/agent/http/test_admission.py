@@ -7,9 +7,11 @@ from __future__ import annotations
 import resource
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
+import pytest
 import trio
 
 from agent.events import id_to_index
@@ -32,11 +34,28 @@ CONSUL_429 = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\n"
 ECHO = b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-async def connect(host: str, port: int, source: str | None = None) -> Raw:
-    return Raw(await trio.open_tcp_stream(host, port, local_address=source))
+Connect = Callable[..., Awaitable[Raw]]
 
 
-async def test_the_201st_connection_from_one_ip_gets_consuls_429(nursery: trio.Nursery) -> None:
+@pytest.fixture
+async def connect() -> AsyncIterator[Connect]:
+    """Open raw clients (host, port, optional source address); all are closed when the test
+    ends, whatever the server did with them."""
+    opened: list[trio.SocketStream] = []
+
+    async def open_one(host: str, port: int, source: str | None = None) -> Raw:
+        stream = await trio.open_tcp_stream(host, port, local_address=source)
+        opened.append(stream)
+        return Raw(stream)
+
+    yield open_one
+    for stream in opened:
+        await stream.aclose()
+
+
+async def test_the_201st_connection_from_one_ip_gets_consuls_429(
+    nursery: trio.Nursery, connect: Connect,
+) -> None:
     net = free_subnet(2, ports=())
     server, client, other = f"{net}.1", f"{net}.2", f"{net}.3"
     port = await nursery.start(partial(serve_http, echo_router(), server, 0))
@@ -70,11 +89,11 @@ async def test_the_201st_connection_from_one_ip_gets_consuls_429(nursery: trio.N
                     break
                 await trio.sleep(0.05)
         assert status == 200
-        for raw in [*first[1:], elsewhere, again]:
-            await raw.stream.aclose()
 
 
-async def test_busy_at_the_total_cap_the_newcomer_gets_503(nursery: trio.Nursery) -> None:
+async def test_busy_at_the_total_cap_the_newcomer_gets_503(
+    nursery: trio.Nursery, connect: Connect,
+) -> None:
     release = trio.Event()
 
     async def slow(req: object) -> object:
@@ -95,6 +114,7 @@ async def test_busy_at_the_total_cap_the_newcomer_gets_503(nursery: trio.Nursery
 
 
 async def test_with_the_parked_cap_reached_a_new_clients_fire_is_answered_and_wakes_all(
+    connect: Connect,
 ) -> None:
     parked_cap = 40
     limits = Limits(max_parked=parked_cap, max_connections=parked_cap + 3)
@@ -134,8 +154,6 @@ async def test_with_the_parked_cap_reached_a_new_clients_fire_is_answered_and_wa
             assert closed >= 1  # the idle keep-alive connections made room
             metrics = (await a.client.get("/v1/agent/metrics?format=prometheus")).text
             assert f"\nrumor_blocking_fanout_last_answered {parked_cap}\n" in metrics
-            for raw in [*parked, *idle, one_more, fire]:
-                await raw.stream.aclose()
 
 
 def _low_fd_limit() -> None:
@@ -143,7 +161,7 @@ def _low_fd_limit() -> None:
 
 
 async def test_out_of_file_descriptors_neither_hangs_nor_crashes_the_agent(
-    tmp_path: Path,
+    tmp_path: Path, connect: Connect,
 ) -> None:
     host = free_host()
     agent = AgentProcess("fds", host, tmp_path / "fds")
@@ -207,7 +225,7 @@ if sys.platform != "linux":  # RLIMIT_NOFILE + preexec_fn are POSIX; epoll is Li
 
 
 async def test_at_the_total_cap_the_oldest_parked_query_is_answered_early(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, connect: Connect,
 ) -> None:
     from tests.agent.http.test_fanout import Topics, get, parked, serve
 

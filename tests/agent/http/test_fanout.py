@@ -5,9 +5,10 @@ A test LongPolls keyed by topic: `state[topic]` is the version a parked request 
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from functools import partial
 
+import pytest
 import trio
 
 from agent.http import Limits, Request, Response, serve_http
@@ -50,8 +51,22 @@ async def serve(nursery: trio.Nursery, topics: Topics, **limits: int) -> int:
         serve_http, topics.handler, "127.0.0.1", 0, limits=Limits(**limits))))
 
 
-async def connect(port: int) -> Raw:
-    return Raw(await trio.open_tcp_stream("127.0.0.1", port))
+Connect = Callable[[int], Awaitable[Raw]]
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Connect]:
+    """Open raw clients to 127.0.0.1:port; all are closed when the test ends."""
+    opened: list[trio.SocketStream] = []
+
+    async def open_one(port: int) -> Raw:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        opened.append(stream)
+        return Raw(stream)
+
+    yield open_one
+    for stream in opened:
+        await stream.aclose()
 
 
 def get(topic: str, seen: int, extra: bytes = b"", method: bytes = b"GET",
@@ -67,7 +82,7 @@ async def parked(topics: Topics, n: int) -> None:
 
 
 async def test_one_render_per_key_answers_every_parked_request_and_keeps_them_alive(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, connect: Connect,
 ) -> None:
     topics = Topics()
     port = await serve(nursery, topics)
@@ -96,7 +111,7 @@ async def test_one_render_per_key_answers_every_parked_request_and_keeps_them_al
 
 
 async def test_requests_the_loop_cannot_write_get_the_same_answer_from_their_task(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, connect: Connect,
 ) -> None:
     topics = Topics()
     port = await serve(nursery, topics)
@@ -113,7 +128,7 @@ async def test_requests_the_loop_cannot_write_get_the_same_answer_from_their_tas
 
 
 async def test_an_answer_bigger_than_the_socket_buffer_is_finished_by_the_task(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, connect: Connect,
 ) -> None:
     topics = Topics()
     topics.body_size = 8 * 1024 * 1024  # far more than one non-blocking write takes
@@ -132,7 +147,7 @@ async def test_an_answer_bigger_than_the_socket_buffer_is_finished_by_the_task(
 
 
 async def test_timeout_answers_with_the_unchanged_state_and_hang_up_unparks(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, connect: Connect,
 ) -> None:
     topics = Topics()
     port = await serve(nursery, topics)
@@ -147,7 +162,8 @@ async def test_timeout_answers_with_the_unchanged_state_and_hang_up_unparks(
             await trio.sleep(0.01)
 
 
-async def test_past_max_parked_a_long_poll_gets_503(nursery: trio.Nursery) -> None:
+async def test_past_max_parked_a_long_poll_gets_503(nursery: trio.Nursery,
+                                                     connect: Connect) -> None:
     topics = Topics()
     port = await serve(nursery, topics, max_parked=2)
     raws = [await connect(port) for _ in range(3)]
