@@ -19,6 +19,7 @@ reconnect), with rumor's improvements, each documented where it is made:
 
 from __future__ import annotations
 
+import bisect
 import functools
 import heapq
 import logging
@@ -264,6 +265,9 @@ class Serf(Delegate):
         self._gen = 0  # bumped by every change to what local_state() or _reconnect() read
         self._state_parts: tuple[int, tuple[bytes, bytes, bytes]] = (-1, (b"", b"", b""))
         self._failed: tuple[int, list[SerfMember]] = (-1, [])
+        # the early retries (RECONNECT_SOON) of the failed members: due times, sorted, and
+        # the member each belongs to; rebuilt with _failed
+        self._soon: tuple[list[float], list[SerfMember]] = ([], [])
         self.coalescer: Coalescer[UserEvent] | None = None
         if self.cfg.coalesce_period > 0 and self.cfg.quiescent_period > 0:
             self.coalescer = Coalescer(self.cfg.coalesce_period, self.cfg.quiescent_period)
@@ -828,6 +832,11 @@ class Serf(Delegate):
         if self.rng.random() < RECONNECT_FANOUT / alive:
             self.ml.start_push_pull(now, (n.addr, n.port), join=False)
 
+    def _alive_others(self) -> int:
+        """How many other members are alive (at least 1: a probability's divisor)."""
+        return max(1, sum(1 for m in self.members.values()
+                          if m.status is MemberStatus.ALIVE) - 1)
+
     def _reconnect(self, now: float) -> None:
         """rumor: a failed member is retried soon (RECONNECT_SOON after its failure, about
         RECONNECT_FANOUT attempts cluster-wide each time), then every reconnect_interval as
@@ -838,22 +847,25 @@ class Serf(Delegate):
         which keeps a healed split from waiting seconds for its first crossing attempt."""
         interval = self.gcfg.reconnect_interval
         if self._failed[0] != self._gen:
-            self._failed = (self._gen, [m for m in self.members.values()
-                                        if m.status is MemberStatus.FAILED])
+            failed_now = [m for m in self.members.values() if m.status is MemberStatus.FAILED]
+            # every early retry of every failed member, in time order: each call looks only
+            # at the retries that fell due since the last one (bisect), not at every member
+            schedule = sorted(((m.leave_time + step, i, m) for i, m in enumerate(failed_now)
+                               for step in RECONNECT_SOON), key=lambda d: (d[0], d[1]))
+            self._failed = (self._gen, failed_now)
+            self._soon = ([d[0] for d in schedule], [d[2] for d in schedule])
         failed = self._failed[1]
         last, self._last_reconnect = self._last_reconnect, now
-        soon = math.inf
+        dues, whose = self._soon
+        hi = bisect.bisect_right(dues, now)
+        soon = dues[hi] if hi < len(dues) else math.inf
         if failed and not self.left:
-            alive = max(1, sum(1 for m in self.members.values()
-                               if m.status is MemberStatus.ALIVE) - 1)
-            for m in failed:
-                for step in RECONNECT_SOON:
-                    due = m.leave_time + step
-                    if last < due <= now and self.rng.random() < RECONNECT_FANOUT / alive:
+            lo = bisect.bisect_right(dues, last)
+            if lo < hi:
+                alive = self._alive_others()
+                for m in whose[lo:hi]:
+                    if self.rng.random() < RECONNECT_FANOUT / alive:
                         self.ml.start_push_pull(now, (m.addr, m.port), join=False)
-                    if due > now:
-                        soon = min(soon, due)
-                        break
         if now < self._next_periodic:
             self._next_reconnect = min(self._next_periodic, soon)
             return
@@ -865,9 +877,8 @@ class Serf(Delegate):
         # RECONNECT_FANOUT times that probability, so that a lone failed member gets about
         # RECONNECT_FANOUT attempts per interval from the whole cluster, whatever its size,
         # and a split with many failed members is retried by everyone.
-        alive = max(1, sum(1 for m in self.members.values() if m.status is MemberStatus.ALIVE)
-                    - 1)
-        if self.rng.random() < RECONNECT_FANOUT * len(failed) / alive / RECONNECT_SLICES:
+        if self.rng.random() < (RECONNECT_FANOUT * len(failed) / self._alive_others()
+                                / RECONNECT_SLICES):
             m = self.rng.choice(failed)
             self.ml.start_push_pull(now, (m.addr, m.port), join=False)
 
