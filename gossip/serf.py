@@ -268,6 +268,7 @@ class Serf(Delegate):
         # the early retries (RECONNECT_SOON) of the failed members: due times, sorted, and
         # the member each belongs to; rebuilt with _failed
         self._soon: tuple[list[float], list[SerfMember]] = ([], [])
+        self._alive_count = 1  # other members alive, with _failed
         self.coalescer: Coalescer[UserEvent] | None = None
         if self.cfg.coalesce_period > 0 and self.cfg.quiescent_period > 0:
             self.coalescer = Coalescer(self.cfg.coalesce_period, self.cfg.quiescent_period)
@@ -833,9 +834,23 @@ class Serf(Delegate):
             self.ml.start_push_pull(now, (n.addr, n.port), join=False)
 
     def _alive_others(self) -> int:
-        """How many other members are alive (at least 1: a probability's divisor)."""
-        return max(1, sum(1 for m in self.members.values()
-                          if m.status is MemberStatus.ALIVE) - 1)
+        """How many other members are alive (at least 1: a probability's divisor); counted
+        once per change of the member table (``_gen``), with the failed list."""
+        self._refresh_failed()
+        return self._alive_count
+
+    def _refresh_failed(self) -> None:
+        if self._failed[0] == self._gen:
+            return
+        failed_now = [m for m in self.members.values() if m.status is MemberStatus.FAILED]
+        # every early retry of every failed member, in time order: each call looks only
+        # at the retries that fell due since the last one (bisect), not at every member
+        schedule = sorted(((m.leave_time + step, i, m) for i, m in enumerate(failed_now)
+                           for step in RECONNECT_SOON), key=lambda d: (d[0], d[1]))
+        self._failed = (self._gen, failed_now)
+        self._soon = ([d[0] for d in schedule], [d[2] for d in schedule])
+        self._alive_count = max(1, sum(1 for m in self.members.values()
+                                       if m.status is MemberStatus.ALIVE) - 1)
 
     def _reconnect(self, now: float) -> None:
         """rumor: a failed member is retried soon (RECONNECT_SOON after its failure, about
@@ -846,14 +861,7 @@ class Serf(Delegate):
         (where every node already tried every interval) up to RECONNECT_SLICES times as many,
         which keeps a healed split from waiting seconds for its first crossing attempt."""
         interval = self.gcfg.reconnect_interval
-        if self._failed[0] != self._gen:
-            failed_now = [m for m in self.members.values() if m.status is MemberStatus.FAILED]
-            # every early retry of every failed member, in time order: each call looks only
-            # at the retries that fell due since the last one (bisect), not at every member
-            schedule = sorted(((m.leave_time + step, i, m) for i, m in enumerate(failed_now)
-                               for step in RECONNECT_SOON), key=lambda d: (d[0], d[1]))
-            self._failed = (self._gen, failed_now)
-            self._soon = ([d[0] for d in schedule], [d[2] for d in schedule])
+        self._refresh_failed()
         failed = self._failed[1]
         last, self._last_reconnect = self._last_reconnect, now
         dues, whose = self._soon
