@@ -13,9 +13,9 @@ parked tasks rescheduled; they do h11's bookkeeping and send whatever the kernel
 at once. This is what lets one agent answer 10,000 parked long-polls within ~0.1 s of an event
 (waking 10,000 tasks, each rendering and writing its own answer, takes over a second).
 The answered tasks are woken `WAKE_BATCH` at a time, one batch per scheduler round (a system
-task wakes the rest): each still costs ~0.1 ms of bookkeeping, and 10,000 woken at once would
-make every other task -- the fire that caused the broadcast waiting for its fsync, a new
-client's request -- wait behind all of them (measured: the fire's reply 1-3 s late).
+task wakes the rest): each still costs ~0.05-0.1 ms of bookkeeping, and 10,000 woken at once
+would make every other task -- the fire that caused the broadcast waiting for its fsync, a
+new client's request -- wait behind all of them (measured: the fire's reply 1-3 s late).
 Requests the loop cannot answer with shared bytes (not a plain socket, HEAD, HTTP/1.0,
 `Connection: close`, a server that is shutting down) get the same rendered `Response` through
 the shell's normal path when they wake. A request whose `timeout` passes is answered with
