@@ -17,9 +17,9 @@ from typing import Any, NamedTuple
 import trio
 
 from gossip.config import Addr, GossipConfig, SendPacket, StreamRequest
+from gossip.crypto import Keyring
 from gossip.errors import DecodeError
 from gossip.keyops import KeyResponse
-from gossip.membership import Keyring
 from gossip.queries import QueryResult
 from gossip.serf import Delivery, Serf, SerfConfig, SerfMember
 from gossip.transport import (

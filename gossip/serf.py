@@ -38,7 +38,7 @@ from gossip.coalesce import Coalescer
 from gossip.config import Addr, Effect, GossipConfig
 from gossip.errors import DecodeError
 from gossip.lamport import MAX_LTIME, LamportClock
-from gossip.membership import Delegate, Keyring, Member, Memberlist
+from gossip.membership import Delegate, Member, Memberlist, WireCipher
 from gossip.queries import Queries
 from gossip.query_wire import Query, decode_query, decode_query_response
 from gossip.state import State
@@ -230,7 +230,7 @@ class Serf(Delegate):
     def __init__(self, name: str, addr: Addr, *, rng: random.Random, now: float,
                  tags: Mapping[str, str] | None = None,
                  gossip: GossipConfig | None = None, config: SerfConfig | None = None,
-                 keyring: Keyring | None = None) -> None:
+                 keyring: WireCipher | None = None) -> None:
         self.name = name
         self.cfg = config or SerfConfig()
         if not 0 < self.cfg.event_size_limit <= USER_EVENT_SIZE_HARD_LIMIT:
