@@ -88,6 +88,7 @@ class MemberlistState:
         self.local = Member(name, addr[0], addr[1], meta, 1, State.ALIVE, now, vsn)
         self.members[name] = self.local
         self.admission.member_at(addr)
+        self._order.append(name)
 
     def take_effects(self) -> list[Effect]:
         out, self._effects = self._effects, []
