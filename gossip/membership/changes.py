@@ -189,7 +189,7 @@ class StateChanges(Output):
             for x in few:
                 self._send_to(x.address, [msg], x)
 
-    def _suspicion_expired(self, now: float, name: str, s: Suspicion) -> None:
+    def _suspicion_expired(self, now: float, name: str) -> None:
         del self._suspicions[name]
         m = self.members.get(name)
         if m is None or m.state is not State.SUSPECT:

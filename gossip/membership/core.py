@@ -90,7 +90,7 @@ class Memberlist(Probing, PushPull):
         while heap and heap[0][0] <= now:
             entry = heapq.heappop(heap)
             if self._sus_live(entry):
-                self._suspicion_expired(now, entry[2], entry[3])
+                self._suspicion_expired(now, entry[2])
         for seq, relay in list(self._relays.items()):
             if now >= relay.deadline:
                 del self._relays[seq]
@@ -99,7 +99,7 @@ class Memberlist(Probing, PushPull):
         p = self._probe
         if p is not None:
             if not p.indirect_sent and now >= p.indirect_at:
-                self._probe_indirect(now, p)
+                self._probe_indirect(p)
             elif p.indirect_sent and now >= p.end_at:
                 self._probe_failed(now, p)
         if now >= self._next_probe:
@@ -124,7 +124,7 @@ class Memberlist(Probing, PushPull):
         if t is wire.Alive:
             self._alive(now, msg)  # type: ignore[arg-type]
         elif t is wire.Ping:
-            self._on_ping(now, src, msg)  # type: ignore[arg-type]
+            self._on_ping(src, msg)  # type: ignore[arg-type]
         elif t is wire.Ack:
             self._on_ack(now, msg.seq_no)  # type: ignore[union-attr]
         elif t is wire.Suspect:

@@ -47,7 +47,7 @@ class Probing(StateChanges):
             return m
         return None
 
-    def _probe_indirect(self, now: float, p: Probe) -> None:
+    def _probe_indirect(self, p: Probe) -> None:
         p.indirect_sent = True
         target = self.members.get(p.target)
         if target is None:
@@ -115,7 +115,7 @@ class Probing(StateChanges):
                 return src
         return src
 
-    def _on_ping(self, now: float, src: Addr, p: wire.Ping) -> None:
+    def _on_ping(self, src: Addr, p: wire.Ping) -> None:
         if p.node and p.node != self.name:
             self.metrics.wrong_node_pings += 1
             return

@@ -30,7 +30,7 @@ class SerfState(Delegate):
     ml: Memberlist  # set by Serf.__init__, which owns these two
     queries: Queries
 
-    def __init__(self, name: str, addr: Addr, *, rng: random.Random, now: float,
+    def __init__(self, name: str, *, rng: random.Random, now: float,
                  tags: Mapping[str, str] | None = None,
                  gossip: GossipConfig | None = None, config: SerfConfig | None = None) -> None:
         self.name = name

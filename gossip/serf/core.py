@@ -33,7 +33,7 @@ class Serf(PushPullState):
                  tags: Mapping[str, str] | None = None,
                  gossip: GossipConfig | None = None, config: SerfConfig | None = None,
                  keyring: WireCipher | None = None) -> None:
-        super().__init__(name, addr, rng=rng, now=now, tags=tags, gossip=gossip, config=config)
+        super().__init__(name, rng=rng, now=now, tags=tags, gossip=gossip, config=config)
         self.ml = Memberlist(self.gcfg, name, addr, rng=rng, now=now, delegate=self,
                              keyring=keyring)
         self.queries = Queries(self)
@@ -185,7 +185,7 @@ class Serf(PushPullState):
         elif t == SerfMsg.USER_EVENT:
             ltime, name, payload, cc = parse_user_event(msg)
             if self._plausible(self.event_clock, ltime):
-                self._handle_user_event(now, ltime, name, payload, cc, msg, fresh=False)
+                self._handle_user_event(now, ltime, name, payload, cc, msg)
         elif t == SerfMsg.QUERY:
             self._handle_query(now, msg)
         elif t == SerfMsg.QUERY_RESPONSE:

@@ -33,7 +33,7 @@ class UserEvents(SerfState):
                             "after encoding")
         self.event_clock.increment()
         self.metrics.events_fired += 1
-        self._handle_user_event(now, ltime, name, payload, coalesce, msg, fresh=True)
+        self._handle_user_event(now, ltime, name, payload, coalesce, msg)
         return ltime
 
     def witness_event_time(self, ltime: int) -> None:
@@ -57,7 +57,7 @@ class UserEvents(SerfState):
         return added
 
     def _handle_user_event(self, now: float, ltime: int, name: str, payload: bytes,
-                           cc: bool, raw: bytes | None, *, fresh: bool,
+                           cc: bool, raw: bytes | None, *,
                            rebroadcast: bool = True) -> bool:
         self.event_clock.witness(ltime)
         if ltime < self.event_min_time:

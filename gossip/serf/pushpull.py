@@ -111,4 +111,4 @@ class PushPullState(Intents, UserEvents):
                 if isinstance(e, dict):
                     self._handle_user_event(now, lt, wire.f_str(e, b"Name", w),
                                             wire.f_bytes(e, b"Payload", w), False, None,
-                                            fresh=False, rebroadcast=False)
+                                            rebroadcast=False)
