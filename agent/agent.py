@@ -38,22 +38,24 @@ from agent.filters import FilterError, compile_filter, should_process
 from agent.keyring import KEYRING_FILE, startup_keys, write_keyring_file
 from agent.sinks import SinkManager
 from agent.snapshot import FLUSH_INTERVAL, SNAPSHOT_FILE, Snapshotter, replay
-from gossip.config import Addr, GossipConfig
-from gossip.crypto import Keyring
-from gossip.keyops import KeyResponse
-from gossip.node import GossipNode
-from gossip.serf import (
+from gossip import (
     USER_EVENT_SIZE_HARD_LIMIT,
+    Addr,
     ClockExhausted,
     Delivery,
+    GossipConfig,
+    GossipNode,
+    KeyResponse,
+    Keyring,
     MemberEvent,
     MemberStatus,
     NameConflict,
     SerfConfig,
     SerfError,
     SerfMember,
+    parse_join_address,
 )
-from gossip.serf import UserEvent as SerfUserEvent
+from gossip import UserEvent as SerfUserEvent
 
 log = logging.getLogger("rumor.agent")
 
@@ -105,35 +107,6 @@ def gossip_form(ev: UserEvent) -> tuple[int, str, bytes]:
     if from_serf_event(ev.name, payload, ev.ltime).id == ev.id:
         return ev.ltime, ev.name, payload
     return ev.ltime, serf_event_name(ev), encode_consul_event(ev)
-
-
-def parse_join_address(text: str, default_port: int) -> tuple[str, int]:
-    """``host``, ``host:port`` or ``[v6]:port``; ValueError naming the address."""
-    host, port = text.strip(), default_port
-    if not host:
-        raise ValueError("empty join address")
-    if host.startswith("["):
-        end = host.find("]")
-        if end < 0:
-            raise ValueError(f"bad join address {text!r}")
-        rest = host[end + 1:]
-        host = host[1:end]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"bad join address {text!r}")
-            port = _port(rest[1:], text)
-    elif host.count(":") == 1:
-        host, p = host.split(":")
-        port = _port(p, text)
-    if not host:
-        raise ValueError(f"bad join address {text!r}")
-    return host, port
-
-
-def _port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError(f"bad port in join address {whole!r}")
-    return int(text)
 
 
 async def resolve(host: str, port: int) -> Addr:
@@ -243,14 +216,12 @@ class Agent:
         nursery.start_soon(self.sinks.run)
         nursery.start_soon(self.bus.run_heartbeats)
         if max(self.store.max_ltime, self.outbox.max_ltime):
-            self.node.serf.witness_event_time(max(self.store.max_ltime, self.outbox.max_ltime))
+            self.node.witness_event_time(max(self.store.max_ltime, self.outbox.max_ltime))
         if len(self.store) and self.store.first_seq > 1:
-            floor = min(ev.ltime for ev in self.store)
-            serf = self.node.serf
-            serf.event_min_time = max(serf.event_min_time, floor)
+            self.node.ignore_events_before(min(ev.ltime for ev in self.store))
         # offer what we hold (e.g. fired and acknowledged just before a crash) to peers that
         # lack it: push-pull carries the event buffer; nothing is delivered here again
-        offered = self.node.serf.remember_events(
+        offered = self.node.remember_events(
             gossip_form(ev) for store in (self.store, self.outbox) for ev in store)
         if offered:
             log.info("agent: offering %d stored events to peers", offered)
@@ -298,7 +269,7 @@ class Agent:
         self.store.close()
         self.outbox.close()
         self.bus.close()
-        if self.snapshot is not None and self.node.core is not None:
+        if self.snapshot is not None and self.node.running:
             self.snapshot.update_clocks(self.node.clocks())
             self.snapshot.flush()
 
@@ -313,7 +284,7 @@ class Agent:
         errors: list[str] = []
         for text in addresses:
             try:
-                host, port = parse_join_address(text, self.config.serf_lan_port
+                host, port = parse_join_address(text.strip(), self.config.serf_lan_port
                                                 or self.node.port)
                 addrs.append(await resolve(host, port))
             except (ValueError, JoinError) as exc:

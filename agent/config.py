@@ -12,8 +12,6 @@ or file it concerns; nothing is half-applied.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import json
 import os
@@ -25,8 +23,8 @@ from typing import Any
 
 from agent.acl import ACLError, ACLs, Token, parse_token_list
 from agent.duration import parse_go_duration
+from gossip import KEY_SIZES, USER_EVENT_SIZE_HARD_LIMIT, decode_b64_key, parse_join_address
 
-SERF_EVENT_SIZE_HARD_CAP = 9216
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERR")
 _LOG_ALIASES = {"WARNING": "WARN", "ERROR": "ERR"}
 GOSSIP_PROFILES = ("lan", "wan", "local")
@@ -89,7 +87,7 @@ class AgentConfig:
 
     def encrypt_key(self) -> bytes | None:
         """The decoded gossip key, or None when encryption is off."""
-        return None if self.encrypt is None else base64.b64decode(self.encrypt)
+        return None if self.encrypt is None else decode_b64_key(self.encrypt)
 
     def acls(self) -> ACLs:
         """The ACL state this configuration describes (validated when it was loaded)."""
@@ -237,7 +235,7 @@ _FIELDS: tuple[_Field, ...] = (
     _Field("dev", "bool", None, "dev", "Development mode: 127.0.0.1, no data dir, DEBUG logs."),
     _Field("log_level", "str", "log_level", "log-level", "TRACE, DEBUG, INFO, WARN or ERR."),
     _Field("event_size_limit", "int", "event_size_limit", "event-size-limit",
-           "Maximum user event size in bytes (name + payload, 1-9216)."),
+           f"Maximum user event size in bytes (name + payload, 1-{USER_EVENT_SIZE_HARD_LIMIT})."),
     _Field("event_buffer", "int", "event_buffer", "event-buffer",
            "Number of recent events kept for /v1/event/list."),
     _Field("stream_buffer", "int", "stream_buffer", "stream-buffer",
@@ -539,10 +537,10 @@ def _build(values: dict[str, Any], origin: dict[str, str]) -> AgentConfig:
 
     if out.get("encrypt") is not None:
         try:
-            key = base64.b64decode(out["encrypt"], validate=True)
-        except (binascii.Error, ValueError):
+            key = decode_b64_key(out["encrypt"])
+        except ValueError:
             raise err("encrypt", "key is not valid base64") from None
-        if len(key) not in (16, 24, 32):
+        if len(key) not in KEY_SIZES:
             raise err("encrypt", "key must be 16, 24 or 32 bytes after base64 decoding")
 
     _check_meta(out.get("node_meta", {}), lambda msg: err("node_meta", msg))
@@ -554,8 +552,8 @@ def _build(values: dict[str, Any], origin: dict[str, str]) -> AgentConfig:
     out["log_level"] = level
 
     size = out.get("event_size_limit", 512)
-    if not 1 <= size <= SERF_EVENT_SIZE_HARD_CAP:
-        raise err("event_size_limit", f"must be 1-{SERF_EVENT_SIZE_HARD_CAP}, got {size}")
+    if not 1 <= size <= USER_EVENT_SIZE_HARD_LIMIT:
+        raise err("event_size_limit", f"must be 1-{USER_EVENT_SIZE_HARD_LIMIT}, got {size}")
     buf = out.get("event_buffer", 256)
     if not 1 <= buf <= 65536:
         raise err("event_buffer", f"must be 1-65536, got {buf}")
@@ -600,18 +598,10 @@ def _check_trust(out: dict[str, Any], origin: dict[str, str]) -> None:
 
 
 def _check_join_addr(addr: str, err: Any) -> None:
-    if not addr or any(c.isspace() for c in addr):
-        raise err(f"invalid address {addr!r}")
-    port = None
-    if addr.startswith("["):
-        host, _, rest = addr[1:].partition("]")
-        if rest and not rest.startswith(":"):
-            raise err(f"invalid address {addr!r}")
-        port = rest[1:] if rest else None
-    elif addr.count(":") == 1:
-        port = addr.partition(":")[2]
-    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
-        raise err(f"invalid port in address {addr!r}")
+    try:
+        parse_join_address(addr, 0)
+    except ValueError as exc:
+        raise err(str(exc)) from None
 
 
 def _check_meta(meta: Mapping[str, str], err: Any) -> None:

@@ -35,7 +35,7 @@ import msgpack
 from gossip import wire
 from gossip.broadcast import BroadcastQueue
 from gossip.coalesce import Coalescer
-from gossip.config import Addr, Effect, GossipConfig
+from gossip.config import USER_EVENT_SIZE_HARD_LIMIT, Addr, Effect, GossipConfig
 from gossip.errors import DecodeError
 from gossip.lamport import MAX_LTIME, LamportClock
 from gossip.membership import Delegate, Keyring, Member, Memberlist
@@ -45,7 +45,6 @@ from gossip.state import State
 
 log = logging.getLogger("rumor.gossip")
 
-USER_EVENT_SIZE_HARD_LIMIT = 9 * 1024
 RECONNECT_FANOUT = 3  # expected reconnect attempts per failed member per interval
 RECONNECT_SOON = (0.5, 1.0, 2.0, 4.0)  # s after a failure: early retries, RECONNECT_FANOUT each
 RECONNECT_SLICES = 2  # the periodic retry runs this often per interval, as likely in total
