@@ -4,6 +4,10 @@ Thin by design: read datagrams and streams, hand them to the core with ``trio.cu
 as ``now``, perform the effects the core returns, and sleep until the core's next deadline.
 Everything the core decides is therefore testable without this module (``tests/sim``), and
 this module is tested with real loopback sockets and against the real ``serf`` agent.
+
+:class:`GossipNode`'s public methods and the :class:`NodeStats` snapshot are all the agent
+sees of gossip (with the value types ``gossip/__init__.py`` exports); the Serf core behind
+them stays private (``_serf``).
 """
 
 from __future__ import annotations
@@ -126,7 +130,7 @@ class GossipNode:
         if adv[1] == 0:
             adv = (adv[0], port)
         self._core = Serf(self.name, adv, rng=self._rng, now=trio.current_time(), tags=self.tags,
-                         gossip=self._gcfg, config=self._scfg, keyring=self.keyring)
+                          gossip=self._gcfg, config=self._scfg, keyring=self.keyring)
         self._core.queries.keyring_saver = self.keyring_saver
         if self.tag_matcher is not None:
             self._core.queries.tag_matcher = self.tag_matcher
