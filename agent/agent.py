@@ -25,6 +25,14 @@ from agent.bus import Bus, MayRead, Record, allow_all
 from agent.catalog import Catalog
 from agent.config import AgentConfig
 from agent.datadir import prepare_data_dir
+from agent.errors import (
+    EventClockExhausted,
+    EventTooLarge,
+    InvalidEvent,
+    JoinError,
+    NotDurable,
+    ReloadError,
+)
 from agent.events import (
     EventStore,
     UserEvent,
@@ -59,23 +67,6 @@ log = logging.getLogger("rumor.agent")
 
 VERSION = "0.1.0"
 RESERVED_PREFIX = "_"
-
-
-class FireError(Exception):
-    """A fire request that is refused; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class JoinError(Exception):
-    pass
-
-
-class ReloadError(Exception):
-    """A reload that changed nothing: the new configuration is invalid (the text says why)."""
 
 
 # What `reload` (SIGHUP, PUT /v1/agent/reload) changes without a restart
@@ -261,16 +252,16 @@ class Agent:
                 nursery.start_soon(self.rejoin)
 
     async def persist(self, ev: UserEvent) -> None:
-        """Return once ``ev`` (just fired) is durable in the data dir; FireError otherwise."""
+        """Return once ``ev`` (just fired) is durable in the data dir; NotDurable otherwise."""
         errors = self.store.persist_errors + self.outbox.persist_errors
         try:
             await self.store.sync()
             await self.outbox.sync()
         except OSError as exc:
-            raise FireError(500, f"event {ev.id} was sent but is not durable: {exc}") from None
+            raise NotDurable(f"event {ev.id} was sent but is not durable: {exc}") from None
         if self.store.persist_errors + self.outbox.persist_errors != errors:
-            raise FireError(500, f"event {ev.id} was sent but could not be written to the "
-                                 "data dir (see the agent's log)")
+            raise NotDurable(f"event {ev.id} was sent but could not be written to the "
+                             "data dir (see the agent's log)")
 
     async def _snapshot_loop(self) -> None:
         assert self.snapshot is not None
@@ -378,35 +369,37 @@ class Agent:
 
     def fire(self, name: str, payload: bytes | None, *, node: str = "", service: str = "",
              tag: str = "", dc: str | None = None) -> UserEvent:
-        """Validate, encode and broadcast an event; FireError with an HTTP status if refused."""
+        """Validate, encode and broadcast an event; InvalidEvent, EventTooLarge or
+        EventClockExhausted (``agent.errors``) if refused."""
         if not name:
-            raise FireError(400, "Missing name")
+            raise InvalidEvent("Missing name")
         if name.startswith(RESERVED_PREFIX):
-            raise FireError(400, f"Event name {name!r} is reserved: names starting with "
-                                 "'_' are for internal use")
+            raise InvalidEvent(f"Event name {name!r} is reserved: names starting with "
+                               "'_' are for internal use")
         if dc and dc != self.config.datacenter:
-            raise FireError(400, f"No path to datacenter {dc!r} (this agent serves "
-                                 f"{self.config.datacenter!r})")
+            raise InvalidEvent(f"No path to datacenter {dc!r} (this agent serves "
+                               f"{self.config.datacenter!r})")
         try:
             ev = make_event(name, payload or None, node_filter=node, service_filter=service,
                             tag_filter=tag)
         except ValueError as exc:
-            raise FireError(400, str(exc)) from None
+            raise InvalidEvent(str(exc)) from None
         blob = encode_consul_event(ev)
         serf_name = serf_event_name(ev)
         limit = self.config.event_size_limit
         size = len(serf_name.encode()) + len(blob)
         if size > limit:
-            raise FireError(413, f"user event exceeds configured limit of {limit} bytes "
-                                 f"before encoding: {size} bytes (name + payload + Consul's "
-                                 f"envelope); the agent's event_size_limit can be raised to "
-                                 f"{USER_EVENT_SIZE_HARD_LIMIT}")
+            raise EventTooLarge(f"user event exceeds configured limit of {limit} bytes "
+                                f"before encoding: {size} bytes (name + payload + Consul's "
+                                f"envelope); the agent's event_size_limit can be raised to "
+                                f"{USER_EVENT_SIZE_HARD_LIMIT}")
         try:
             ltime = self.node.user_event(serf_name, blob)
         except ClockExhausted as exc:
-            raise FireError(503, f"cannot fire: the event clock cannot advance ({exc})") from None
+            raise EventClockExhausted(f"cannot fire: the event clock cannot advance ({exc})"
+                                      ) from None
         except SerfError as exc:
-            raise FireError(413, str(exc)) from None
+            raise EventTooLarge(str(exc)) from None
         self.metrics.events_fired += 1
         if ev.id not in self.store:  # our own node/service/tag filter kept it out
             self.outbox.add(dataclasses.replace(ev, ltime=ltime))
