@@ -44,8 +44,10 @@ from agent.events import (
 )
 from agent.filters import FilterError, compile_filter, should_process
 from agent.keyring import KEYRING_FILE, startup_keys, write_keyring_file
+from agent.meta import node_tags
 from agent.sinks import SinkManager
 from agent.snapshot import FLUSH_INTERVAL, SNAPSHOT_FILE, Snapshotter, replay
+from agent.version import VERSION
 from gossip.config import Addr, GossipConfig
 from gossip.crypto import Keyring
 from gossip.keyops import KeyResponse
@@ -65,7 +67,6 @@ from gossip.serf import UserEvent as SerfUserEvent
 
 log = logging.getLogger("rumor.agent")
 
-VERSION = "0.1.0"
 RESERVED_PREFIX = "_"
 
 
@@ -187,8 +188,7 @@ class Agent:
         self.sinks = SinkManager(self.bus, data / "sinks.json" if data else None)
         keys = startup_keys(data, config.encrypt_key())  # KeyringFileError stops the start
         keyring = Keyring(keys) if keys else None
-        self.tags = {"role": "node", "dc": config.datacenter, "build": VERSION,
-                     **config.node_meta}
+        self.tags = node_tags(config.datacenter, config.node_meta)  # size checked in config
         bind = (config.bind_addr, config.serf_lan_port)
         advertise = (config.advertise_addr or default_advertise(config.bind_addr),
                      config.serf_lan_port)

@@ -31,6 +31,7 @@ from agent.config import (
     load_config,
     parse_flags,
 )
+from agent.version import VERSION
 
 Env = Mapping[str, str]
 
@@ -429,17 +430,8 @@ def cmd_keygen(f: ParsedFlags, env: Env) -> int:
     return 0
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("rumor")
-    except Exception:  # not installed (running from a source tree)
-        return "0.1.0"
-
-
 def cmd_version(f: ParsedFlags, env: Env) -> int:
-    print(f"rumor v{_version()}")
+    print(f"rumor v{VERSION}")
     print("Protocol: memberlist 2-5 / Serf 2-5 (wire-compatible with serf 0.9.4)")
     return 0
 

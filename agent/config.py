@@ -25,14 +25,20 @@ from typing import Any
 
 from agent.acl import ACLError, ACLs, Token, parse_token_list
 from agent.duration import parse_go_duration
+from agent.meta import (
+    KEY_MAX,
+    MAX_PAIRS,
+    NODE_META_WIRE_MAX,
+    VALUE_MAX,
+    meta_problem,
+    node_tags,
+    tags_wire_size,
+)
 
 SERF_EVENT_SIZE_HARD_CAP = 9216
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERR")
 _LOG_ALIASES = {"WARNING": "WARN", "ERROR": "ERR"}
 GOSSIP_PROFILES = ("lan", "wan", "local")
-META_MAX_PAIRS, META_KEY_MAX, META_VALUE_MAX = 64, 128, 512
-NODE_META_WIRE_MAX = 512  # memberlist MetaMaxSize: 0xFF + msgpack(tags) must fit
-_META_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _DC_RE = re.compile(r"^[a-z0-9_-]+$")
 
 
@@ -545,7 +551,8 @@ def _build(values: dict[str, Any], origin: dict[str, str]) -> AgentConfig:
         if len(key) not in (16, 24, 32):
             raise err("encrypt", "key must be 16, 24 or 32 bytes after base64 decoding")
 
-    _check_meta(out.get("node_meta", {}), lambda msg: err("node_meta", msg))
+    _check_meta(out.get("datacenter", "dc1"), out.get("node_meta", {}),
+                lambda msg: err("node_meta", msg))
 
     level = str(out.get("log_level", "INFO")).upper()
     level = _LOG_ALIASES.get(level, level)
@@ -614,29 +621,18 @@ def _check_join_addr(addr: str, err: Any) -> None:
         raise err(f"invalid port in address {addr!r}")
 
 
-def _check_meta(meta: Mapping[str, str], err: Any) -> None:
-    if len(meta) > META_MAX_PAIRS:
-        raise err(f"at most {META_MAX_PAIRS} pairs allowed, got {len(meta)}")
-    for key, value in meta.items():
-        if not key:
-            raise err("key must not be empty")
-        if len(key) > META_KEY_MAX:
-            raise err(f"key {key[:20]!r}... longer than {META_KEY_MAX} characters")
-        if not _META_KEY_RE.match(key):
-            raise err(f"key {key!r} may only contain A-Z, a-z, 0-9, '-' and '_'")
-        if len(value) > META_VALUE_MAX:
-            raise err(f"value for key {key!r} longer than {META_VALUE_MAX} characters")
-    size = tags_wire_size(meta)
+def _check_meta(datacenter: str, meta: Mapping[str, str], err: Any) -> None:
+    problem = meta_problem(meta, allow_reserved=True)
+    if problem is not None:
+        key, kind = problem.key, problem.kind
+        raise err({
+            "too_many": f"at most {MAX_PAIRS} pairs allowed, got {len(meta)}",
+            "empty_key": "key must not be empty",
+            "key_chars": f"key {key!r} may only contain A-Z, a-z, 0-9, '-' and '_'",
+            "key_long": f"key {key[:20]!r}... longer than {KEY_MAX} characters",
+            "value_long": f"value for key {key!r} longer than {VALUE_MAX} characters",
+        }[kind])
+    size = tags_wire_size(node_tags(datacenter, meta))
     if size > NODE_META_WIRE_MAX:
         raise err(f"tags encode to {size} bytes; gossip allows {NODE_META_WIRE_MAX} in all "
-                  "(including the agent's own tags)")
-
-
-def tags_wire_size(tags: Mapping[str, str]) -> int:
-    """Bytes of `0xFF + msgpack(tags)` as Serf puts it in memberlist's node Meta."""
-    def str_size(s: str) -> int:
-        n = len(s.encode("utf-8"))
-        return n + (1 if n <= 31 else 3)
-
-    head = 1 if len(tags) <= 15 else 3
-    return 1 + head + sum(str_size(k) + str_size(v) for k, v in tags.items())
+                  "(including the agent's own tags: role, dc, build)")
