@@ -34,12 +34,12 @@ from agent.errors import (
     ReloadError,
 )
 from agent.events import (
+    Event,
     EventStore,
-    UserEvent,
+    decode_serf_event,
     encode_consul_event,
-    event_from_serf,
-    from_serf_event,
     make_event,
+    plain_serf_event,
     serf_event_name,
 )
 from agent.filters import FilterError, compile_filter, should_process
@@ -90,11 +90,11 @@ class AgentMetrics:
     acl_denied: int = 0  # requests refused with 403 (missing right or unknown token)
 
 
-def gossip_form(ev: UserEvent) -> tuple[int, str, bytes]:
+def gossip_form(ev: Event) -> tuple[int, str, bytes]:
     """``(ltime, serf name, serf payload)`` of a stored event, as it travels in gossip: a plain
     Serf event (its ID is derived from those) or a Consul event (``consul:event:`` + body)."""
     payload = ev.payload or b""
-    if from_serf_event(ev.name, payload, ev.ltime).id == ev.id:
+    if plain_serf_event(ev.name, payload, ev.ltime).id == ev.id:
         return ev.ltime, ev.name, payload
     return ev.ltime, serf_event_name(ev), encode_consul_event(ev)
 
@@ -251,7 +251,7 @@ class Agent:
                     not self.config.retry_join:
                 nursery.start_soon(self.rejoin)
 
-    async def persist(self, ev: UserEvent) -> None:
+    async def persist(self, ev: Event) -> None:
         """Return once ``ev`` (just fired) is durable in the data dir; NotDurable otherwise."""
         errors = self.store.persist_errors + self.outbox.persist_errors
         try:
@@ -368,7 +368,7 @@ class Agent:
     # --- events ------------------------------------------------------------------------------
 
     def fire(self, name: str, payload: bytes | None, *, node: str = "", service: str = "",
-             tag: str = "", dc: str | None = None) -> UserEvent:
+             tag: str = "", dc: str | None = None) -> Event:
         """Validate, encode and broadcast an event; InvalidEvent, EventTooLarge or
         EventClockExhausted (``agent.errors``) if refused."""
         if not name:
@@ -409,7 +409,7 @@ class Agent:
         if isinstance(d, SerfUserEvent):
             self.metrics.events_received += 1
             try:
-                ev = event_from_serf(d.name, d.payload, d.ltime)
+                ev = decode_serf_event(d.name, d.payload, d.ltime)
             except ValueError as exc:
                 self.metrics.events_undecodable += 1
                 log.warning("agent: dropped undecodable event %r: %s", d.name, exc)

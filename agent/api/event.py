@@ -14,7 +14,7 @@ from agent.acl import Authorizer
 from agent.agent import Agent
 from agent.api.auth import authorize
 from agent.duration import parse_go_duration
-from agent.events import UserEvent, effective_wait
+from agent.events import Event, effective_wait
 from agent.http.fanout import LongPolls
 from agent.http.types import HTTPError, LongPoll, Request, Response, go_json
 
@@ -112,6 +112,6 @@ def _list_response(agent: Agent, name: str | None, is_pretty: bool,
 
 
 @functools.lru_cache(maxsize=4096)
-def _event_json(ev: UserEvent) -> bytes:
+def _event_json(ev: Event) -> bytes:
     """Events never change: render each once (a woken long-poll re-lists up to 256 of them)."""
     return go_json(ev.to_json())
