@@ -7,6 +7,10 @@ answered with (``agent.api.STATUS``).  The message is the text the client sees.
 from __future__ import annotations
 
 
+class ConfigError(ValueError):
+    """Bad configuration. The message starts with the field, flag, variable or file at fault."""
+
+
 class AgentError(Exception):
     """Base of the refusals the HTTP API turns into an error status."""
 

@@ -12,8 +12,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import msgpack
-
 from agent.version import VERSION
 
 MAX_PAIRS, KEY_MAX, VALUE_MAX = 64, 128, 512
@@ -60,6 +58,11 @@ def node_tags(datacenter: str, node_meta: Mapping[str, str]) -> dict[str, str]:
 
 def tags_wire_size(tags: Mapping[str, str]) -> int:
     """Bytes of ``0xFF + msgpack(tags)`` (the old msgpack spec, as Go's codec writes it), as
-    Serf puts them in memberlist's node Meta."""
-    packed: bytes = msgpack.packb(dict(tags), use_bin_type=False)
-    return 1 + len(packed)
+    Serf puts them in memberlist's node Meta.  Counted, not packed: client commands read the
+    configuration and must not load msgpack."""
+    def str_size(s: str) -> int:
+        n = len(s.encode("utf-8"))
+        return n + (1 if n <= 31 else 3)  # fixraw, or raw16 (the old spec has no str8)
+
+    head = 1 if len(tags) <= 15 else 3  # fixmap, or map16
+    return 1 + head + sum(str_size(k) + str_size(v) for k, v in tags.items())
