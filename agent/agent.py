@@ -23,7 +23,7 @@ import trio
 from agent.acl import ALLOW_ALL
 from agent.bus import Bus, MayRead, Record, allow_all
 from agent.catalog import Catalog
-from agent.config import AgentConfig
+from agent.config import RELOADABLE, AgentConfig
 from agent.datadir import prepare_data_dir
 from agent.errors import (
     EventClockExhausted,
@@ -38,11 +38,11 @@ from agent.events import (
     EventStore,
     decode_serf_event,
     encode_consul_event,
+    gossip_form,
     make_event,
-    plain_serf_event,
     serf_event_name,
 )
-from agent.filters import FilterError, compile_filter, should_process
+from agent.filters import go_regexp_search, should_process
 from agent.keyring import KEYRING_FILE, startup_keys, write_keyring_file
 from agent.meta import node_tags
 from agent.sinks import SinkManager
@@ -70,11 +70,6 @@ log = logging.getLogger("rumor.agent")
 RESERVED_PREFIX = "_"
 
 
-# What `reload` (SIGHUP, PUT /v1/agent/reload) changes without a restart
-RELOADABLE = ("log_level", "acl_enabled", "acl_default_policy", "acl_initial_management_token",
-              "acl_agent_token", "acl_agent_recovery_token", "acl_default_token",
-              "acl_token_list", "tls_ca_file", "tls_cert_file", "tls_key_file",
-              "tls_verify_incoming")
 ReloadHook = Callable[[AgentConfig], Callable[[], None]]  # check new config -> apply it
 
 
@@ -88,15 +83,6 @@ class AgentMetrics:
     events_deduped: int = 0
     events_undecodable: int = 0
     acl_denied: int = 0  # requests refused with 403 (missing right or unknown token)
-
-
-def gossip_form(ev: Event) -> tuple[int, str, bytes]:
-    """``(ltime, serf name, serf payload)`` of a stored event, as it travels in gossip: a plain
-    Serf event (its ID is derived from those) or a Consul event (``consul:event:`` + body)."""
-    payload = ev.payload or b""
-    if plain_serf_event(ev.name, payload, ev.ltime).id == ev.id:
-        return ev.ltime, ev.name, payload
-    return ev.ltime, serf_event_name(ev), encode_consul_event(ev)
 
 
 def parse_join_address(text: str, default_port: int) -> tuple[str, int]:
@@ -153,14 +139,6 @@ def default_advertise(bind: str) -> str:
     return "127.0.0.1"
 
 
-def _go_regexp_search(expr: str, value: str) -> bool:
-    """A query's tag filter, matched with the same Go-regexp rules as event filters."""
-    try:
-        return compile_filter(expr).search(value) is not None
-    except FilterError:
-        return False
-
-
 def member_json(m: SerfMember) -> dict[str, Any]:
     """One member as ``/v1/agent/members`` renders it."""
     vsn = list(m.vsn) + [0] * (6 - len(m.vsn))
@@ -204,7 +182,7 @@ class Agent:
         if data is not None and keyring is not None:
             path = data / KEYRING_FILE
             self.node.keyring_saver = lambda ks: write_keyring_file(path, ks)
-        self.node.tag_matcher = _go_regexp_search
+        self.node.tag_matcher = go_regexp_search
         self._key_lock = trio.Lock()  # one cluster key operation at a time (Serf KeyManager)
         self.snapshot: Snapshotter | None = None
         self.previous_members: dict[str, str] = {}  # from the snapshot: name -> "ip:port"

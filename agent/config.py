@@ -66,6 +66,12 @@ __all__ = [  # the flag parser's names are re-exported: every sub-command reads 
     "parse_flags",
 ]
 
+# What `reload` (SIGHUP, PUT /v1/agent/reload) changes without a restart
+RELOADABLE = ("log_level", "acl_enabled", "acl_default_policy", "acl_initial_management_token",
+              "acl_agent_token", "acl_agent_recovery_token", "acl_default_token",
+              "acl_token_list", "tls_ca_file", "tls_cert_file", "tls_key_file",
+              "tls_verify_incoming")
+
 SERF_EVENT_SIZE_HARD_CAP = 9216
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERR")
 _LOG_ALIASES = {"WARNING": "WARN", "ERROR": "ERR"}

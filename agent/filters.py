@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from agent.catalog import ServiceEntry
     from agent.events import Event
 
-__all__ = ["FilterError", "GoRegexp", "compile_filter", "should_process", "validate_filters"]
+__all__ = ["FilterError", "GoRegexp", "compile_filter", "go_regexp_search", "should_process",
+           "validate_filters"]
 
 log = logging.getLogger(__name__)
 
@@ -198,3 +199,11 @@ def should_process(ev: Event, node_name: str, services: Mapping[str, ServiceEntr
                 return True
         return False
     return True
+
+
+def go_regexp_search(expr: str, value: str) -> bool:
+    """A query's tag filter, matched with the same Go-regexp rules as event filters."""
+    try:
+        return compile_filter(expr).search(value) is not None
+    except FilterError:
+        return False

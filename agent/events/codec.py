@@ -163,3 +163,12 @@ def decode_serf_event(serf_name: str, payload: bytes, ltime: int) -> Event | Non
     if serf_name.startswith(CONSUL_INTERNAL_PREFIX):
         return None
     return plain_serf_event(serf_name, payload, ltime)
+
+
+def gossip_form(ev: Event) -> tuple[int, str, bytes]:
+    """``(ltime, serf name, serf payload)`` of a stored event, as it travels in gossip: a plain
+    Serf event (its ID is derived from those) or a Consul event (``consul:event:`` + body)."""
+    payload = ev.payload or b""
+    if plain_serf_event(ev.name, payload, ev.ltime).id == ev.id:
+        return ev.ltime, ev.name, payload
+    return ev.ltime, serf_event_name(ev), encode_consul_event(ev)
