@@ -23,21 +23,31 @@ import trio
 from agent.acl import ALLOW_ALL
 from agent.bus import Bus, MayRead, Record, allow_all
 from agent.catalog import Catalog
-from agent.config import AgentConfig
+from agent.config import RELOADABLE, AgentConfig
 from agent.datadir import prepare_data_dir
+from agent.errors import (
+    EventClockExhausted,
+    EventTooLarge,
+    InvalidEvent,
+    JoinError,
+    NotDurable,
+    ReloadError,
+)
 from agent.events import (
+    Event,
     EventStore,
-    UserEvent,
+    decode_serf_event,
     encode_consul_event,
-    event_from_serf,
-    from_serf_event,
+    gossip_form,
     make_event,
     serf_event_name,
 )
-from agent.filters import FilterError, compile_filter, should_process
+from agent.filters import go_regexp_search, should_process
 from agent.keyring import KEYRING_FILE, startup_keys, write_keyring_file
+from agent.meta import node_tags
 from agent.sinks import SinkManager
 from agent.snapshot import FLUSH_INTERVAL, SNAPSHOT_FILE, Snapshotter, replay
+from agent.version import VERSION
 from gossip import (
     USER_EVENT_SIZE_HARD_LIMIT,
     Addr,
@@ -59,32 +69,9 @@ from gossip import UserEvent as SerfUserEvent
 
 log = logging.getLogger("rumor.agent")
 
-VERSION = "0.1.0"
 RESERVED_PREFIX = "_"
 
 
-class FireError(Exception):
-    """A fire request that is refused; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class JoinError(Exception):
-    pass
-
-
-class ReloadError(Exception):
-    """A reload that changed nothing: the new configuration is invalid (the text says why)."""
-
-
-# What `reload` (SIGHUP, PUT /v1/agent/reload) changes without a restart
-RELOADABLE = ("log_level", "acl_enabled", "acl_default_policy", "acl_initial_management_token",
-              "acl_agent_token", "acl_agent_recovery_token", "acl_default_token",
-              "acl_token_list", "tls_ca_file", "tls_cert_file", "tls_key_file",
-              "tls_verify_incoming")
 ReloadHook = Callable[[AgentConfig], Callable[[], None]]  # check new config -> apply it
 
 
@@ -98,15 +85,6 @@ class AgentMetrics:
     events_deduped: int = 0
     events_undecodable: int = 0
     acl_denied: int = 0  # requests refused with 403 (missing right or unknown token)
-
-
-def gossip_form(ev: UserEvent) -> tuple[int, str, bytes]:
-    """``(ltime, serf name, serf payload)`` of a stored event, as it travels in gossip: a plain
-    Serf event (its ID is derived from those) or a Consul event (``consul:event:`` + body)."""
-    payload = ev.payload or b""
-    if from_serf_event(ev.name, payload, ev.ltime).id == ev.id:
-        return ev.ltime, ev.name, payload
-    return ev.ltime, serf_event_name(ev), encode_consul_event(ev)
 
 
 async def resolve(host: str, port: int) -> Addr:
@@ -132,14 +110,6 @@ def default_advertise(bind: str) -> str:
     except OSError:
         pass
     return "127.0.0.1"
-
-
-def _go_regexp_search(expr: str, value: str) -> bool:
-    """A query's tag filter, matched with the same Go-regexp rules as event filters."""
-    try:
-        return compile_filter(expr).search(value) is not None
-    except FilterError:
-        return False
 
 
 def member_json(m: SerfMember) -> dict[str, Any]:
@@ -169,8 +139,7 @@ class Agent:
         self.sinks = SinkManager(self.bus, data / "sinks.json" if data else None)
         keys = startup_keys(data, config.encrypt_key())  # KeyringFileError stops the start
         keyring = Keyring(keys) if keys else None
-        self.tags = {"role": "node", "dc": config.datacenter, "build": VERSION,
-                     **config.node_meta}
+        self.tags = node_tags(config.datacenter, config.node_meta)  # size checked in config
         bind = (config.bind_addr, config.serf_lan_port)
         advertise = (config.advertise_addr or default_advertise(config.bind_addr),
                      config.serf_lan_port)
@@ -186,7 +155,7 @@ class Agent:
         if data is not None and keyring is not None:
             path = data / KEYRING_FILE
             self.node.keyring_saver = lambda ks: write_keyring_file(path, ks)
-        self.node.tag_matcher = _go_regexp_search
+        self.node.tag_matcher = go_regexp_search
         self._key_lock = trio.Lock()  # one cluster key operation at a time (Serf KeyManager)
         self.snapshot: Snapshotter | None = None
         self.previous_members: dict[str, str] = {}  # from the snapshot: name -> "ip:port"
@@ -231,17 +200,17 @@ class Agent:
                     not self.config.retry_join:
                 nursery.start_soon(self.rejoin)
 
-    async def persist(self, ev: UserEvent) -> None:
-        """Return once ``ev`` (just fired) is durable in the data dir; FireError otherwise."""
+    async def persist(self, ev: Event) -> None:
+        """Return once ``ev`` (just fired) is durable in the data dir; NotDurable otherwise."""
         errors = self.store.persist_errors + self.outbox.persist_errors
         try:
             await self.store.sync()
             await self.outbox.sync()
         except OSError as exc:
-            raise FireError(500, f"event {ev.id} was sent but is not durable: {exc}") from None
+            raise NotDurable(f"event {ev.id} was sent but is not durable: {exc}") from None
         if self.store.persist_errors + self.outbox.persist_errors != errors:
-            raise FireError(500, f"event {ev.id} was sent but could not be written to the "
-                                 "data dir (see the agent's log)")
+            raise NotDurable(f"event {ev.id} was sent but could not be written to the "
+                             "data dir (see the agent's log)")
 
     async def _snapshot_loop(self) -> None:
         assert self.snapshot is not None
@@ -348,36 +317,38 @@ class Agent:
     # --- events ------------------------------------------------------------------------------
 
     def fire(self, name: str, payload: bytes | None, *, node: str = "", service: str = "",
-             tag: str = "", dc: str | None = None) -> UserEvent:
-        """Validate, encode and broadcast an event; FireError with an HTTP status if refused."""
+             tag: str = "", dc: str | None = None) -> Event:
+        """Validate, encode and broadcast an event; InvalidEvent, EventTooLarge or
+        EventClockExhausted (``agent.errors``) if refused."""
         if not name:
-            raise FireError(400, "Missing name")
+            raise InvalidEvent("Missing name")
         if name.startswith(RESERVED_PREFIX):
-            raise FireError(400, f"Event name {name!r} is reserved: names starting with "
-                                 "'_' are for internal use")
+            raise InvalidEvent(f"Event name {name!r} is reserved: names starting with "
+                               "'_' are for internal use")
         if dc and dc != self.config.datacenter:
-            raise FireError(400, f"No path to datacenter {dc!r} (this agent serves "
-                                 f"{self.config.datacenter!r})")
+            raise InvalidEvent(f"No path to datacenter {dc!r} (this agent serves "
+                               f"{self.config.datacenter!r})")
         try:
             ev = make_event(name, payload or None, node_filter=node, service_filter=service,
                             tag_filter=tag)
         except ValueError as exc:
-            raise FireError(400, str(exc)) from None
+            raise InvalidEvent(str(exc)) from None
         blob = encode_consul_event(ev)
         serf_name = serf_event_name(ev)
         limit = self.config.event_size_limit
         size = len(serf_name.encode()) + len(blob)
         if size > limit:
-            raise FireError(413, f"user event exceeds configured limit of {limit} bytes "
-                                 f"before encoding: {size} bytes (name + payload + Consul's "
-                                 f"envelope); the agent's event_size_limit can be raised to "
-                                 f"{USER_EVENT_SIZE_HARD_LIMIT}")
+            raise EventTooLarge(f"user event exceeds configured limit of {limit} bytes "
+                                f"before encoding: {size} bytes (name + payload + Consul's "
+                                f"envelope); the agent's event_size_limit can be raised to "
+                                f"{USER_EVENT_SIZE_HARD_LIMIT}")
         try:
             ltime = self.node.user_event(serf_name, blob)
         except ClockExhausted as exc:
-            raise FireError(503, f"cannot fire: the event clock cannot advance ({exc})") from None
+            raise EventClockExhausted(f"cannot fire: the event clock cannot advance ({exc})"
+                                      ) from None
         except SerfError as exc:
-            raise FireError(413, str(exc)) from None
+            raise EventTooLarge(str(exc)) from None
         self.metrics.events_fired += 1
         if ev.id not in self.store:  # our own node/service/tag filter kept it out
             self.outbox.add(dataclasses.replace(ev, ltime=ltime))
@@ -387,7 +358,7 @@ class Agent:
         if isinstance(d, SerfUserEvent):
             self.metrics.events_received += 1
             try:
-                ev = event_from_serf(d.name, d.payload, d.ltime)
+                ev = decode_serf_event(d.name, d.payload, d.ltime)
             except ValueError as exc:
                 self.metrics.events_undecodable += 1
                 log.warning("agent: dropped undecodable event %r: %s", d.name, exc)

@@ -14,15 +14,17 @@ from functools import partial
 
 import trio
 
-from agent.agent import VERSION, Agent, JoinError, ReloadError
+from agent.agent import Agent
 from agent.api import build_router
 from agent.config import AgentConfig
 from agent.datadir import DataFileError
+from agent.errors import JoinError, ReloadError
 from agent.hardening import plaintext_gossip_warning, raise_open_file_limit
 from agent.http.server import Limits, serve_http
 from agent.keyring import KeyringFileError
 from agent.logs import set_console_level, setup_logging
 from agent.tls import server_context
+from agent.version import VERSION
 from gossip import BindError
 
 log = logging.getLogger("rumor.agent")
