@@ -29,7 +29,6 @@ collaborator with its own state.
 
 from gossip.serf.codec import (
     TAG_MAGIC,
-    USER_EVENT_SIZE_HARD_LIMIT,
     SerfMsg,
     decode_tags,
     encode_tags,
@@ -49,7 +48,7 @@ from gossip.serf.model import (
     UserEvent,
 )
 
-__all__ = ["BURST_EVENTS", "BURST_REPAIR_DELAY", "TAG_MAGIC", "USER_EVENT_SIZE_HARD_LIMIT",
+__all__ = ["BURST_EVENTS", "BURST_REPAIR_DELAY", "TAG_MAGIC",
            "ClockExhausted", "Delivery", "MemberEvent", "MemberStatus", "NameConflict", "Serf",
            "SerfConfig", "SerfError", "SerfMember", "SerfMetrics", "SerfMsg", "UserEvent",
            "decode_tags", "encode_tags"]

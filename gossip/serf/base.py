@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from gossip.broadcast import BroadcastQueue
-from gossip.config import Addr, GossipConfig
+from gossip.config import USER_EVENT_SIZE_HARD_LIMIT, Addr, GossipConfig
 from gossip.lamport import LamportClock
 from gossip.membership import Delegate, Memberlist
-from gossip.serf.codec import USER_EVENT_SIZE_HARD_LIMIT, SerfMsg
+from gossip.serf.codec import SerfMsg
 from gossip.serf.dedup import EventDedup
 from gossip.serf.model import Delivery, SerfConfig, SerfError, SerfMember, SerfMetrics
 from gossip.serf.reconnect import Reconnector

@@ -16,7 +16,6 @@ import msgpack
 
 from gossip import wire
 
-USER_EVENT_SIZE_HARD_LIMIT = 9 * 1024
 TAG_MAGIC = 0xFF
 
 

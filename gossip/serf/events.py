@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gossip import wire
+from gossip.config import USER_EVENT_SIZE_HARD_LIMIT
 from gossip.serf.base import SerfState
-from gossip.serf.codec import USER_EVENT_SIZE_HARD_LIMIT, SerfMsg, encode_msg
+from gossip.serf.codec import SerfMsg, encode_msg
 from gossip.serf.model import ClockExhausted, SerfError, UserEvent
 from gossip.state import State
 
