@@ -23,66 +23,55 @@ import trio
 from agent.acl import ALLOW_ALL
 from agent.bus import Bus, MayRead, Record, allow_all
 from agent.catalog import Catalog
-from agent.config import AgentConfig
+from agent.config import RELOADABLE, AgentConfig
 from agent.datadir import prepare_data_dir
+from agent.errors import (
+    EventClockExhausted,
+    EventTooLarge,
+    InvalidEvent,
+    JoinError,
+    NotDurable,
+    ReloadError,
+)
 from agent.events import (
+    Event,
     EventStore,
-    UserEvent,
+    decode_serf_event,
     encode_consul_event,
-    event_from_serf,
-    from_serf_event,
+    gossip_form,
     make_event,
     serf_event_name,
 )
-from agent.filters import FilterError, compile_filter, should_process
+from agent.filters import go_regexp_search, should_process
 from agent.keyring import KEYRING_FILE, startup_keys, write_keyring_file
+from agent.meta import node_tags
 from agent.sinks import SinkManager
 from agent.snapshot import FLUSH_INTERVAL, SNAPSHOT_FILE, Snapshotter, replay
-from gossip.config import Addr, GossipConfig
-from gossip.crypto import Keyring
-from gossip.keyops import KeyResponse
-from gossip.node import GossipNode
-from gossip.serf import (
+from agent.version import VERSION
+from gossip import (
     USER_EVENT_SIZE_HARD_LIMIT,
+    Addr,
     ClockExhausted,
     Delivery,
+    GossipConfig,
+    GossipNode,
+    KeyResponse,
+    Keyring,
     MemberEvent,
     MemberStatus,
     NameConflict,
     SerfConfig,
     SerfError,
     SerfMember,
+    parse_join_address,
 )
-from gossip.serf import UserEvent as SerfUserEvent
+from gossip import UserEvent as SerfUserEvent
 
 log = logging.getLogger("rumor.agent")
 
-VERSION = "0.1.0"
 RESERVED_PREFIX = "_"
 
 
-class FireError(Exception):
-    """A fire request that is refused; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class JoinError(Exception):
-    pass
-
-
-class ReloadError(Exception):
-    """A reload that changed nothing: the new configuration is invalid (the text says why)."""
-
-
-# What `reload` (SIGHUP, PUT /v1/agent/reload) changes without a restart
-RELOADABLE = ("log_level", "acl_enabled", "acl_default_policy", "acl_initial_management_token",
-              "acl_agent_token", "acl_agent_recovery_token", "acl_default_token",
-              "acl_token_list", "tls_ca_file", "tls_cert_file", "tls_key_file",
-              "tls_verify_incoming")
 ReloadHook = Callable[[AgentConfig], Callable[[], None]]  # check new config -> apply it
 
 
@@ -96,44 +85,6 @@ class AgentMetrics:
     events_deduped: int = 0
     events_undecodable: int = 0
     acl_denied: int = 0  # requests refused with 403 (missing right or unknown token)
-
-
-def gossip_form(ev: UserEvent) -> tuple[int, str, bytes]:
-    """``(ltime, serf name, serf payload)`` of a stored event, as it travels in gossip: a plain
-    Serf event (its ID is derived from those) or a Consul event (``consul:event:`` + body)."""
-    payload = ev.payload or b""
-    if from_serf_event(ev.name, payload, ev.ltime).id == ev.id:
-        return ev.ltime, ev.name, payload
-    return ev.ltime, serf_event_name(ev), encode_consul_event(ev)
-
-
-def parse_join_address(text: str, default_port: int) -> tuple[str, int]:
-    """``host``, ``host:port`` or ``[v6]:port``; ValueError naming the address."""
-    host, port = text.strip(), default_port
-    if not host:
-        raise ValueError("empty join address")
-    if host.startswith("["):
-        end = host.find("]")
-        if end < 0:
-            raise ValueError(f"bad join address {text!r}")
-        rest = host[end + 1:]
-        host = host[1:end]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"bad join address {text!r}")
-            port = _port(rest[1:], text)
-    elif host.count(":") == 1:
-        host, p = host.split(":")
-        port = _port(p, text)
-    if not host:
-        raise ValueError(f"bad join address {text!r}")
-    return host, port
-
-
-def _port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError(f"bad port in join address {whole!r}")
-    return int(text)
 
 
 async def resolve(host: str, port: int) -> Addr:
@@ -159,14 +110,6 @@ def default_advertise(bind: str) -> str:
     except OSError:
         pass
     return "127.0.0.1"
-
-
-def _go_regexp_search(expr: str, value: str) -> bool:
-    """A query's tag filter, matched with the same Go-regexp rules as event filters."""
-    try:
-        return compile_filter(expr).search(value) is not None
-    except FilterError:
-        return False
 
 
 def member_json(m: SerfMember) -> dict[str, Any]:
@@ -196,8 +139,7 @@ class Agent:
         self.sinks = SinkManager(self.bus, data / "sinks.json" if data else None)
         keys = startup_keys(data, config.encrypt_key())  # KeyringFileError stops the start
         keyring = Keyring(keys) if keys else None
-        self.tags = {"role": "node", "dc": config.datacenter, "build": VERSION,
-                     **config.node_meta}
+        self.tags = node_tags(config.datacenter, config.node_meta)  # size checked in config
         bind = (config.bind_addr, config.serf_lan_port)
         advertise = (config.advertise_addr or default_advertise(config.bind_addr),
                      config.serf_lan_port)
@@ -213,7 +155,7 @@ class Agent:
         if data is not None and keyring is not None:
             path = data / KEYRING_FILE
             self.node.keyring_saver = lambda ks: write_keyring_file(path, ks)
-        self.node.tag_matcher = _go_regexp_search
+        self.node.tag_matcher = go_regexp_search
         self._key_lock = trio.Lock()  # one cluster key operation at a time (Serf KeyManager)
         self.snapshot: Snapshotter | None = None
         self.previous_members: dict[str, str] = {}  # from the snapshot: name -> "ip:port"
@@ -243,14 +185,12 @@ class Agent:
         nursery.start_soon(self.sinks.run)
         nursery.start_soon(self.bus.run_heartbeats)
         if max(self.store.max_ltime, self.outbox.max_ltime):
-            self.node.serf.witness_event_time(max(self.store.max_ltime, self.outbox.max_ltime))
+            self.node.witness_event_time(max(self.store.max_ltime, self.outbox.max_ltime))
         if len(self.store) and self.store.first_seq > 1:
-            floor = min(ev.ltime for ev in self.store)
-            serf = self.node.serf
-            serf.event_min_time = max(serf.event_min_time, floor)
+            self.node.ignore_events_before(min(ev.ltime for ev in self.store))
         # offer what we hold (e.g. fired and acknowledged just before a crash) to peers that
         # lack it: push-pull carries the event buffer; nothing is delivered here again
-        offered = self.node.serf.remember_events(
+        offered = self.node.remember_events(
             gossip_form(ev) for store in (self.store, self.outbox) for ev in store)
         if offered:
             log.info("agent: offering %d stored events to peers", offered)
@@ -260,17 +200,17 @@ class Agent:
                     not self.config.retry_join:
                 nursery.start_soon(self.rejoin)
 
-    async def persist(self, ev: UserEvent) -> None:
-        """Return once ``ev`` (just fired) is durable in the data dir; FireError otherwise."""
+    async def persist(self, ev: Event) -> None:
+        """Return once ``ev`` (just fired) is durable in the data dir; NotDurable otherwise."""
         errors = self.store.persist_errors + self.outbox.persist_errors
         try:
             await self.store.sync()
             await self.outbox.sync()
         except OSError as exc:
-            raise FireError(500, f"event {ev.id} was sent but is not durable: {exc}") from None
+            raise NotDurable(f"event {ev.id} was sent but is not durable: {exc}") from None
         if self.store.persist_errors + self.outbox.persist_errors != errors:
-            raise FireError(500, f"event {ev.id} was sent but could not be written to the "
-                                 "data dir (see the agent's log)")
+            raise NotDurable(f"event {ev.id} was sent but could not be written to the "
+                             "data dir (see the agent's log)")
 
     async def _snapshot_loop(self) -> None:
         assert self.snapshot is not None
@@ -298,7 +238,7 @@ class Agent:
         self.store.close()
         self.outbox.close()
         self.bus.close()
-        if self.snapshot is not None and self.node.core is not None:
+        if self.snapshot is not None and self.node.running:
             self.snapshot.update_clocks(self.node.clocks())
             self.snapshot.flush()
 
@@ -313,7 +253,7 @@ class Agent:
         errors: list[str] = []
         for text in addresses:
             try:
-                host, port = parse_join_address(text, self.config.serf_lan_port
+                host, port = parse_join_address(text.strip(), self.config.serf_lan_port
                                                 or self.node.port)
                 addrs.append(await resolve(host, port))
             except (ValueError, JoinError) as exc:
@@ -377,36 +317,38 @@ class Agent:
     # --- events ------------------------------------------------------------------------------
 
     def fire(self, name: str, payload: bytes | None, *, node: str = "", service: str = "",
-             tag: str = "", dc: str | None = None) -> UserEvent:
-        """Validate, encode and broadcast an event; FireError with an HTTP status if refused."""
+             tag: str = "", dc: str | None = None) -> Event:
+        """Validate, encode and broadcast an event; InvalidEvent, EventTooLarge or
+        EventClockExhausted (``agent.errors``) if refused."""
         if not name:
-            raise FireError(400, "Missing name")
+            raise InvalidEvent("Missing name")
         if name.startswith(RESERVED_PREFIX):
-            raise FireError(400, f"Event name {name!r} is reserved: names starting with "
-                                 "'_' are for internal use")
+            raise InvalidEvent(f"Event name {name!r} is reserved: names starting with "
+                               "'_' are for internal use")
         if dc and dc != self.config.datacenter:
-            raise FireError(400, f"No path to datacenter {dc!r} (this agent serves "
-                                 f"{self.config.datacenter!r})")
+            raise InvalidEvent(f"No path to datacenter {dc!r} (this agent serves "
+                               f"{self.config.datacenter!r})")
         try:
             ev = make_event(name, payload or None, node_filter=node, service_filter=service,
                             tag_filter=tag)
         except ValueError as exc:
-            raise FireError(400, str(exc)) from None
+            raise InvalidEvent(str(exc)) from None
         blob = encode_consul_event(ev)
         serf_name = serf_event_name(ev)
         limit = self.config.event_size_limit
         size = len(serf_name.encode()) + len(blob)
         if size > limit:
-            raise FireError(413, f"user event exceeds configured limit of {limit} bytes "
-                                 f"before encoding: {size} bytes (name + payload + Consul's "
-                                 f"envelope); the agent's event_size_limit can be raised to "
-                                 f"{USER_EVENT_SIZE_HARD_LIMIT}")
+            raise EventTooLarge(f"user event exceeds configured limit of {limit} bytes "
+                                f"before encoding: {size} bytes (name + payload + Consul's "
+                                f"envelope); the agent's event_size_limit can be raised to "
+                                f"{USER_EVENT_SIZE_HARD_LIMIT}")
         try:
             ltime = self.node.user_event(serf_name, blob)
         except ClockExhausted as exc:
-            raise FireError(503, f"cannot fire: the event clock cannot advance ({exc})") from None
+            raise EventClockExhausted(f"cannot fire: the event clock cannot advance ({exc})"
+                                      ) from None
         except SerfError as exc:
-            raise FireError(413, str(exc)) from None
+            raise EventTooLarge(str(exc)) from None
         self.metrics.events_fired += 1
         if ev.id not in self.store:  # our own node/service/tag filter kept it out
             self.outbox.add(dataclasses.replace(ev, ltime=ltime))
@@ -416,7 +358,7 @@ class Agent:
         if isinstance(d, SerfUserEvent):
             self.metrics.events_received += 1
             try:
-                ev = event_from_serf(d.name, d.payload, d.ltime)
+                ev = decode_serf_event(d.name, d.payload, d.ltime)
             except ValueError as exc:
                 self.metrics.events_undecodable += 1
                 log.warning("agent: dropped undecodable event %r: %s", d.name, exc)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,16 +26,12 @@ from types import MappingProxyType
 from typing import Any
 
 from agent.datadir import read_data_file, replace_file
+from agent.meta import KEY_MAX, MAX_PAIRS, RESERVED_PREFIX, VALUE_MAX, meta_problem
 
 __all__ = ["Catalog", "CatalogError", "ServiceEntry", "parse_registration"]
 
 log = logging.getLogger(__name__)
 
-_META_MAX_PAIRS = 64
-_META_KEY_MAX = 128
-_META_VALUE_MAX = 512
-_META_RESERVED_PREFIX = "consul-"
-_META_KEY_RE = re.compile(r"[a-zA-Z0-9_-]+")
 
 
 class CatalogError(ValueError):
@@ -89,27 +84,23 @@ def _string(value: Any, what: str) -> str:
 
 
 def _validate_meta(meta: Mapping[str, str]) -> None:
-    if len(meta) > _META_MAX_PAIRS:
+    problem = meta_problem(meta, allow_reserved=False)
+    if problem is None:
+        return
+    if problem.kind == "too_many":
         raise CatalogError(
             f"Invalid Service Meta: Node metadata cannot contain more than "
-            f"{_META_MAX_PAIRS} key/value pairs"
+            f"{MAX_PAIRS} key/value pairs"
         )
-    for key, value in meta.items():
-        problem = ""
-        if key == "":
-            problem = "Key cannot be blank"
-        elif not _META_KEY_RE.fullmatch(key):
-            problem = "Key contains invalid characters"
-        elif len(key) > _META_KEY_MAX:
-            problem = f"Key is too long (limit: {_META_KEY_MAX} characters)"
-        elif key.startswith(_META_RESERVED_PREFIX):
-            problem = f"Key prefix '{_META_RESERVED_PREFIX}' is reserved for internal use"
-        elif len(value) > _META_VALUE_MAX:
-            problem = f"Value is too long (limit: {_META_VALUE_MAX} characters)"
-        if problem:
-            raise CatalogError(
-                f"Invalid Service Meta: Couldn't load metadata pair ('{key}', '{value}'): {problem}"
-            )
+    text = {
+        "empty_key": "Key cannot be blank",
+        "key_chars": "Key contains invalid characters",
+        "key_long": f"Key is too long (limit: {KEY_MAX} characters)",
+        "reserved_key": f"Key prefix '{RESERVED_PREFIX}' is reserved for internal use",
+        "value_long": f"Value is too long (limit: {VALUE_MAX} characters)",
+    }[problem.kind]
+    raise CatalogError(f"Invalid Service Meta: Couldn't load metadata pair "
+                       f"('{problem.key}', '{problem.value}'): {text}")
 
 
 def parse_registration(obj: Any) -> ServiceEntry:

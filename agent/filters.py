@@ -37,9 +37,10 @@ if TYPE_CHECKING:
     import re2
 
     from agent.catalog import ServiceEntry
-    from agent.events import UserEvent
+    from agent.events import Event
 
-__all__ = ["FilterError", "GoRegexp", "compile_filter", "should_process", "validate_filters"]
+__all__ = ["FilterError", "GoRegexp", "compile_filter", "go_regexp_search", "should_process",
+           "validate_filters"]
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def validate_filters(node: str, service: str, tag: str) -> None:
                 raise FilterError(f"Invalid {label} filter: {result}")
 
 
-def _receiver_regex(expr: str, label: str, ev: UserEvent) -> GoRegexp | None:
+def _receiver_regex(expr: str, label: str, ev: Event) -> GoRegexp | None:
     result = _compile_cached(expr)
     if isinstance(result, str):
         log.error("failed to parse %s filter %r for event %r: %s", label, expr, ev.name, result)
@@ -174,7 +175,7 @@ def _receiver_regex(expr: str, label: str, ev: UserEvent) -> GoRegexp | None:
     return result
 
 
-def should_process(ev: UserEvent, node_name: str, services: Mapping[str, ServiceEntry]) -> bool:
+def should_process(ev: Event, node_name: str, services: Mapping[str, ServiceEntry]) -> bool:
     """True when this agent (``node_name``, local ``services`` keyed by ID) should keep ``ev``."""
     if ev.version > 1:
         log.warning("event version %d may have unsupported features (%s)", ev.version, ev.name)
@@ -200,3 +201,11 @@ def should_process(ev: UserEvent, node_name: str, services: Mapping[str, Service
                 return True
         return False
     return True
+
+
+def go_regexp_search(expr: str, value: str) -> bool:
+    """A query's tag filter, matched with the same Go-regexp rules as event filters."""
+    try:
+        return compile_filter(expr).search(value) is not None
+    except FilterError:
+        return False

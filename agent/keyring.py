@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.datadir import replace_file
-from gossip.crypto import KEY_SIZES
-from gossip.keyops import KeyResponse, b64, decode_b64_key
+from gossip import KEY_SIZES, KeyResponse, b64, decode_b64_key
 
 log = logging.getLogger("rumor.agent")
 

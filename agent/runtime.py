@@ -14,15 +14,17 @@ from functools import partial
 
 import trio
 
-from agent.agent import VERSION, Agent, JoinError, ReloadError
+from agent.agent import Agent
 from agent.api import build_router
 from agent.config import AgentConfig
 from agent.datadir import DataFileError
+from agent.errors import JoinError, ReloadError
 from agent.hardening import plaintext_gossip_warning, raise_open_file_limit
 from agent.http.server import Limits, serve_http
 from agent.keyring import KeyringFileError
 from agent.logs import set_console_level, setup_logging
-from gossip.transport import BindError
+from agent.version import VERSION
+from gossip import BindError
 
 log = logging.getLogger("rumor.agent")
 
@@ -115,17 +117,17 @@ async def _main(config: AgentConfig, hub: object,
             nursery.cancel_scope.cancel()
             return _fatal(str(exc))
         _release_startup_memory()
-        adv = agent.node.serf.ml.local
+        adv_host, adv_port = agent.node.local_address
         ui = f"{addrs[0]}/ui/" if config.ui and addrs else "off"
         print("==> rumor agent running!", file=sys.stderr)
         print(f"         Version: {VERSION}\n       Node name: {agent.node_name}\n"
               f"      Datacenter: {config.datacenter}\n"
               f"     Client addr: {', '.join(addrs)}\n"
               f"          Web UI: {ui}\n"
-              f"    Cluster addr: {adv.addr}:{adv.port} (LAN: {config.serf_lan_port})\n"
+              f"    Cluster addr: {adv_host}:{adv_port} (LAN: {config.serf_lan_port})\n"
               f"       Encrypted: {agent.node.keyring is not None}\n"
               f"            ACLs: {config.acl_enabled}\n", file=sys.stderr, flush=True)
-        warning = plaintext_gossip_warning(config.bind_addr, adv.addr,
+        warning = plaintext_gossip_warning(config.bind_addr, adv_host,
                                            agent.node.keyring is not None)
         if warning:
             log.warning("%s", warning)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.datadir import replace_file
-from gossip.node import Clocks
+from gossip import Clocks
 
 log = logging.getLogger("rumor.agent")
 

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent.config import FlagError, FlagSpec, HelpRequested, flags_usage, parse_flags
+from agent.flags import FlagError, FlagSpec, HelpRequested, flags_usage, parse_flags
 
 CA_FLAGS = (
     FlagSpec("days", "str", "Days the CA is valid (default 1825).", "N"),

@@ -10,6 +10,39 @@ from dataclasses import dataclass, replace
 
 Addr = tuple[str, int]
 
+# Serf's UserEventSizeLimit hard cap: name + payload of one user event, whatever the
+# configured limit (the one owner of this figure; the agent's -event-size-limit checks it)
+USER_EVENT_SIZE_HARD_LIMIT = 9 * 1024
+
+
+def parse_join_address(text: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port``, ``v6`` or ``[v6]:port`` as memberlist takes a join address;
+    without a port, ``default_port`` (our own gossip port, as memberlist does).
+
+    The host is not resolved.  ValueError (``invalid address ...`` / ``invalid port in
+    address ...``) on empty text, whitespace, a bad bracket or a port outside 1..65535."""
+    if not text or any(c.isspace() for c in text):
+        raise ValueError(f"invalid address {text!r}")
+    host, port = text, default_port
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"invalid address {text!r}")
+        if rest:
+            port = _port(rest[1:], text)
+    elif text.count(":") == 1:
+        host, _, p = text.partition(":")
+        port = _port(p, text)
+    if not host:
+        raise ValueError(f"invalid address {text!r}")
+    return host, port
+
+
+def _port(text: str, whole: str) -> int:
+    if not (text.isdigit() and 1 <= int(text) <= 65535):
+        raise ValueError(f"invalid port in address {whole!r}")
+    return int(text)
+
 # [PMin, PMax, PCur, DMin, DMax, DCur]: memberlist 1..5 speaking 2; Serf delegate 2..5 speaking 5.
 DEFAULT_VSN = bytes([1, 5, 2, 2, 5, 5])
 

@@ -33,6 +33,8 @@ __all__ = [
     "KEY_SIZES",
     "MAX_STREAM_BLOB",
     "Keyring",
+    "b64",
+    "decode_b64_key",
     "decode_key",
     "encrypted_length",
     "keygen",
@@ -66,11 +68,26 @@ def keygen() -> str:
     return base64.b64encode(os.urandom(32)).decode("ascii")
 
 
-def decode_key(b64: str) -> bytes:
+def b64(key: bytes) -> str:
+    """A key as Serf writes it (keyring file, key list answers): standard base64."""
+    return base64.b64encode(key).decode("ascii")
+
+
+def decode_b64_key(text: str) -> bytes:
+    """The one base64 decoder for keys (Go's StdEncoding, as Serf's KeyManager and
+    ``-encrypt`` take them): ValueError ``illegal base64 data: ...`` if it is not base64.
+    The size is not checked: :func:`validate_key` does, callers word their own message."""
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
+        raise ValueError(f"illegal base64 data: {exc}") from None
+
+
+def decode_key(text: str) -> bytes:
     """Decode a base64 key as given to ``serf agent -encrypt``; ValueError if unusable."""
     try:
-        raw = base64.b64decode(b64.strip(), validate=True)
-    except (binascii.Error, ValueError) as exc:
+        raw = decode_b64_key(text.strip())
+    except ValueError as exc:
         raise ValueError(f"encryption key is not valid base64: {exc}") from None
     try:
         return validate_key(raw)

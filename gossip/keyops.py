@@ -7,11 +7,10 @@ Keys and PrimaryKeys with counts, NumNodes, NumResp, NumErr, Messages, and its e
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gossip.crypto import b64
 from gossip.errors import DecodeError
 from gossip.query_wire import KEY_RESPONSE, NodeKeyResponse, decode_key_response
 
@@ -32,18 +31,6 @@ class ManagedKeyring(Protocol):
     def use(self, key: bytes) -> None: ...
     def remove(self, key: bytes) -> None: ...
 
-
-
-def b64(key: bytes) -> str:
-    return base64.b64encode(key).decode("ascii")
-
-
-def decode_b64_key(text: str) -> bytes:
-    """Serf's KeyManager decodes the base64 key (StdEncoding); ValueError if it is not base64."""
-    try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
-        raise ValueError(f"illegal base64 data: {exc}") from None
 
 
 def apply_key_op(op: str, keyring: ManagedKeyring | None, key: bytes) -> NodeKeyResponse:

@@ -15,12 +15,30 @@ from agent.api import operator as operator_api
 from agent.api import sink as sink_api
 from agent.api import stream as stream_api
 from agent.api import ui as ui_api
+from agent.errors import (
+    AgentError,
+    EventClockExhausted,
+    EventTooLarge,
+    InvalidEvent,
+    JoinError,
+    NotDurable,
+    ReloadError,
+)
 from agent.http.routing import Router
 from agent.http.types import HTTPError, Request
 from agent.logs import MonitorHub
 
 Endpoint = Callable[[Agent, Request], Awaitable[Any]]
 log = logging.getLogger("rumor.agent")
+
+# The one place a domain error (agent.errors) becomes an HTTP status; the text is the error's
+STATUS: dict[type[AgentError], int] = {
+    InvalidEvent: 400,
+    EventTooLarge: 413,
+    NotDurable: 500,
+    EventClockExhausted: 503,
+    JoinError: 500,
+}
 
 
 def build_router(agent: Agent, hub: MonitorHub | None = None) -> Router:
@@ -34,6 +52,10 @@ def build_router(agent: Agent, hub: MonitorHub | None = None) -> Router:
                 agent.metrics.acl_denied += 1
                 log.debug("api: %s %s refused: %s", req.method, req.path, exc)
                 raise HTTPError(403, str(exc)) from None
+            except ReloadError as exc:
+                raise HTTPError(500, f"Failed to reload configs: {exc}") from None
+            except AgentError as exc:
+                raise HTTPError(STATUS[type(exc)], str(exc)) from None
         return handler
 
     polls = event_api.list_polls(agent)

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from agent.agent import Agent, JoinError, ReloadError
+from agent.agent import Agent
 from agent.api.auth import authorize
 from agent.api.event import pretty
 from agent.catalog import CatalogError, parse_registration
@@ -39,10 +39,7 @@ async def self_info(agent: Agent, req: Request) -> Response:
 
 async def reload(agent: Agent, req: Request) -> Response:
     _agent_right(agent, req, "write")
-    try:
-        agent.reload()
-    except ReloadError as exc:
-        raise HTTPError(500, f"Failed to reload configs: {exc}") from None
+    agent.reload()  # ReloadError: 500 (agent.api.STATUS)
     return Response()
 
 
@@ -51,10 +48,7 @@ async def join(agent: Agent, req: Request) -> Response:
     address = req.params.get("address", "")
     if not address:
         raise HTTPError(400, "Missing address to join")
-    try:
-        await agent.join([address], ignore_old=False)
-    except JoinError as exc:
-        raise HTTPError(500, str(exc)) from None
+    await agent.join([address], ignore_old=False)  # JoinError: 500 (agent.api.STATUS)
     return Response()
 
 
@@ -115,8 +109,7 @@ async def deregister_service(agent: Agent, req: Request) -> Response:
 def metric_values(agent: Agent) -> tuple[dict[str, float], dict[str, float]]:
     """(gauges, counters) with Prometheus-friendly names."""
     node = agent.node
-    ml = node.serf.ml.metrics
-    sm = node.serf.metrics
+    st = node.stats()
     am = agent.metrics
     status: dict[str, int] = {}
     for m in node.members():
@@ -127,55 +120,53 @@ def metric_values(agent: Agent) -> tuple[dict[str, float], dict[str, float]]:
         "rumor_members_left": status.get("left", 0),
         "rumor_events_buffered": len(agent.store),
         "rumor_blocking_queries_parked": agent.store.parked,
-        "rumor_awareness_score": node.serf.ml.awareness.score,
-        "rumor_broadcast_queue_depth": len(node.serf.ml.queue) + len(node.serf.event_queue)
-        + len(node.serf.intents),
-        "rumor_event_clock": node.serf.event_clock.time(),
-        "rumor_member_clock": node.serf.clock.time(),
-        "rumor_query_clock": node.serf.query_clock.time(),
+        "rumor_awareness_score": st.awareness_score,
+        "rumor_broadcast_queue_depth": st.broadcast_queue_depth,
+        "rumor_event_clock": st.event_clock,
+        "rumor_member_clock": st.member_clock,
+        "rumor_query_clock": st.query_clock,
         "rumor_bus_records": len(agent.bus),
         "rumor_bus_last_index": agent.bus.last_index,
         "rumor_stream_subscribers": agent.bus.subscribers,
-        "rumor_members_unverified": len(node.serf.ml.admission),
+        "rumor_members_unverified": st.members_unverified,
     }
     counters: dict[str, float] = {
-        "rumor_packets_in_total": ml.packets_in,
-        "rumor_packets_out_total": ml.packets_out,
-        "rumor_bytes_in_total": ml.bytes_in,
-        "rumor_bytes_out_total": ml.bytes_out,
-        "rumor_decode_errors_total": ml.decode_errors + sm.decode_errors,
-        "rumor_probes_total": ml.probes,
-        "rumor_probe_failures_total": ml.probe_failures,
-        "rumor_indirect_probes_total": ml.indirect_probes,
-        "rumor_tcp_pings_total": ml.tcp_pings,
-        "rumor_suspicions_total": ml.suspicions,
-        "rumor_refutes_total": ml.refutes,
-        "rumor_deaths_total": ml.deaths,
-        "rumor_push_pulls_total": ml.push_pulls,
+        "rumor_packets_in_total": st.packets_in,
+        "rumor_packets_out_total": st.packets_out,
+        "rumor_bytes_in_total": st.bytes_in,
+        "rumor_bytes_out_total": st.bytes_out,
+        "rumor_decode_errors_total": st.decode_errors,
+        "rumor_probes_total": st.probes,
+        "rumor_probe_failures_total": st.probe_failures,
+        "rumor_indirect_probes_total": st.indirect_probes,
+        "rumor_tcp_pings_total": st.tcp_pings,
+        "rumor_suspicions_total": st.suspicions,
+        "rumor_refutes_total": st.refutes,
+        "rumor_deaths_total": st.deaths,
+        "rumor_push_pulls_total": st.push_pulls,
         "rumor_events_fired_total": am.events_fired,
         "rumor_events_received_total": am.events_received,
-        "rumor_events_gossip_deduped_total": sm.events_deduped,
-        "rumor_events_too_old_total": sm.events_too_old,
+        "rumor_events_gossip_deduped_total": st.events_deduped,
+        "rumor_events_too_old_total": st.events_too_old,
         "rumor_events_filtered_total": am.events_filtered,
         "rumor_events_stored_total": am.events_stored,
         "rumor_events_deduped_total": am.events_deduped,
         "rumor_events_undecodable_total": am.events_undecodable,
-        "rumor_broadcasts_pruned_total": sm.queue_pruned,
+        "rumor_broadcasts_pruned_total": st.broadcasts_pruned,
         "rumor_acl_denied_total": am.acl_denied,
-        "rumor_queries_received_total": sm.queries_received,
-        "rumor_queries_answered_total": node.serf.queries.metrics.queries_answered,
-        "rumor_query_answers_relayed_total": node.serf.queries.metrics.relayed,
-        "rumor_keyring_changes_total": node.serf.queries.metrics.key_ops_applied,
+        "rumor_queries_received_total": st.queries_received,
+        "rumor_queries_answered_total": st.queries_answered,
+        "rumor_query_answers_relayed_total": st.query_answers_relayed,
+        "rumor_keyring_changes_total": st.keyring_changes,
         "rumor_bus_published_total": agent.bus.published,
         "rumor_stream_slow_closed_total": agent.bus.slow_closed,
         "rumor_stream_direct_writes_total": agent.bus.direct_writes,
         # hostile input the gossip layer dropped (README "Hostile input")
-        "rumor_ltime_jumps_dropped_total": sm.ltime_jumps_dropped,
-        "rumor_incarnation_jumps_dropped_total": ml.incarnation_jumps_dropped,
-        "rumor_members_refused_total": node.serf.ml.admission.metrics.refused
-        + sm.intents_capped,
-        "rumor_members_unanswered_total": node.serf.ml.admission.metrics.expired,
-        "rumor_gossip_streams_refused_total": node.stream_limit.refused,
+        "rumor_ltime_jumps_dropped_total": st.ltime_jumps_dropped,
+        "rumor_incarnation_jumps_dropped_total": st.incarnation_jumps_dropped,
+        "rumor_members_refused_total": st.members_refused,
+        "rumor_members_unanswered_total": st.members_unanswered,
+        "rumor_gossip_streams_refused_total": st.streams_refused,
     }
     return gauges, counters
 

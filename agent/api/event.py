@@ -11,10 +11,10 @@ import functools
 from collections.abc import Hashable
 
 from agent.acl import Authorizer
-from agent.agent import Agent, FireError
+from agent.agent import Agent
 from agent.api.auth import authorize
 from agent.duration import parse_go_duration
-from agent.events import UserEvent, effective_wait
+from agent.events import Event, effective_wait
 from agent.http.fanout import LongPolls
 from agent.http.types import HTTPError, LongPoll, Request, Response, go_json
 
@@ -29,17 +29,12 @@ async def fire(agent: Agent, req: Request) -> Response:
     name = req.params.get("name", "")
     if name:  # a denied fire broadcasts nothing
         authorize(agent, req).require("event", name, "write")
-    limit = agent.config.event_size_limit
-    if len(req.body) > limit:
-        raise HTTPError(413, f"Payload too large: {len(req.body)} bytes, the event size limit "
-                             f"is {limit} bytes")
-    try:
-        ev = agent.fire(name, req.body or None, node=req.arg("node") or "",
-                        service=req.arg("service") or "", tag=req.arg("tag") or "",
-                        dc=req.arg("dc"))
-        await agent.persist(ev)  # 200 only once the event is on disk (fsync, group commit)
-    except FireError as exc:
-        raise HTTPError(exc.status, exc.message) from None
+    # refusals (agent.errors) are answered by the router with their status (agent.api.STATUS);
+    # the size limit is checked once, by the agent, on the event as it would travel
+    ev = agent.fire(name, req.body or None, node=req.arg("node") or "",
+                    service=req.arg("service") or "", tag=req.arg("tag") or "",
+                    dc=req.arg("dc"))
+    await agent.persist(ev)  # 200 only once the event is on disk (fsync, group commit)
     return Response.json(ev.to_json(), pretty=pretty(req))
 
 
@@ -117,6 +112,6 @@ def _list_response(agent: Agent, name: str | None, is_pretty: bool,
 
 
 @functools.lru_cache(maxsize=4096)
-def _event_json(ev: UserEvent) -> bytes:
+def _event_json(ev: Event) -> bytes:
     """Events never change: render each once (a woken long-poll re-lists up to 256 of them)."""
     return go_json(ev.to_json())

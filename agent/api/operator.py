@@ -18,7 +18,7 @@ import json
 from agent.agent import Agent
 from agent.api.auth import authorize
 from agent.api.event import pretty
-from agent.config import parse_bool
+from agent.flags import parse_bool
 from agent.http.types import HTTPError, Request, Response
 from agent.keyring import keyring_error_text, keyring_json, parse_key
 

@@ -1,7 +1,9 @@
 """HTTP/1.1 + WebSocket shell for the agent's API (h11 + wsproto on trio).
 
-`types` holds the request/response shapes, `routing` the path/method table, `server` the
-connection loop and listener, `websocket` upgraded sessions.
+`types` holds the request/response shapes, `routing` the path/method table, `limits` the
+limits and timeouts, `connection` one connection's request loop, `responses` how answers are
+written, `server` the listener (accept, caps, reaper, shutdown), `admission` who gets a
+connection, `fanout` parked long-polls, `websocket` upgraded sessions.
 """
 
 from .routing import Router

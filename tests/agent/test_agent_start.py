@@ -70,3 +70,14 @@ def test_bad_config_names_the_field() -> None:
     r = run("-http-port=70000")
     assert r.returncode == 1
     assert "http_port" in r.stderr, r.stderr
+
+
+def test_node_meta_that_fits_alone_but_not_with_the_agents_own_tags() -> None:
+    # 490 bytes of node_meta fit memberlist's 512-byte node Meta on their own; with the
+    # agent's role/dc/build tags they do not: refused at config time, naming the field
+    host = ip()
+    r = run(f"-bind={host}", f"-serf-lan-port={free_port(host)}", f"-client={host}",
+            f"-http-port={free_port(host)}", "-node-meta", "k:" + "v" * 490)
+    assert r.returncode == 1
+    assert "node_meta: tags encode to 526 bytes" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr

@@ -9,7 +9,6 @@ import socket
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import pytest
 
 from agent.config import (
@@ -21,8 +20,9 @@ from agent.config import (
     HelpRequested,
     load_config,
     parse_flags,
-    tags_wire_size,
 )
+from agent.meta import NODE_META_WIRE_MAX, node_tags, tags_wire_size
+from gossip.serf import encode_tags
 
 KEY32 = base64.b64encode(bytes(range(32))).decode()
 
@@ -183,7 +183,8 @@ def _meta_flags(n: int) -> list[str]:
     (["-node-meta", "k:" + "v" * 513], {}, "node_meta: value for key 'k' longer than 512"),
     (["-node-meta", "a b:c"], {}, "node_meta: key 'a b' may only contain"),
     (_meta_flags(65), {}, "node_meta: at most 64 pairs"),
-    (["-node-meta", "k:" + "v" * 510], {}, "node_meta: tags encode to 517 bytes; gossip"),
+    (["-node-meta", "k:" + "v" * 510], {}, "node_meta: tags encode to 546 bytes; gossip"),
+    (["-node-meta", "k:" + "v" * 477], {}, "node_meta: tags encode to 513 bytes; gossip"),
     (["-node-meta", "novalue"], {}, "-node-meta: node meta must be key:value"),
     ([], {"RUMOR_NODE_META": "a:1,b"}, "RUMOR_NODE_META: node meta must be key:value"),
     (["-log-level=LOUD"], {}, "log_level: must be one of TRACE, DEBUG, INFO, WARN, ERR"),
@@ -211,10 +212,13 @@ def test_errors_name_the_field(argv: list[str], env: dict[str, str], prefix: str
     assert str(info.value).startswith(prefix), str(info.value)
 
 
-def test_tags_wire_size_matches_msgpack() -> None:
+def test_tags_wire_size_is_what_gossip_sends() -> None:
     for tags in ({}, {"a": "b"}, {f"k{i}": "v" * i for i in range(40)}, {"é": "x" * 31}):
-        assert tags_wire_size(tags) == 1 + len(msgpack.packb(tags, use_bin_type=False))
-    assert load_config(["-node-meta", "k:" + "v" * 490], {}).node_meta["k"] == "v" * 490
+        assert tags_wire_size(tags) == len(encode_tags(tags))
+    # the agent's own tags (role, dc, build) count: the largest value that fits, exactly
+    c = load_config(["-node-meta", "k:" + "v" * 476], {})
+    assert c.node_meta["k"] == "v" * 476
+    assert tags_wire_size(node_tags(c.datacenter, c.node_meta)) == NODE_META_WIRE_MAX
 
 
 def test_error_reports_where_the_value_came_from(tmp_path: Path) -> None:

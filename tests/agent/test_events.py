@@ -1,4 +1,4 @@
-"""User events: record shape, Consul wire codec, index, EventStore (agent/events.py)."""
+"""User events: record shape, Consul wire codec, index, EventStore (agent/events/)."""
 
 from __future__ import annotations
 
@@ -19,18 +19,18 @@ from hypothesis import strategies as st
 from agent.events import (
     CONSUL_EVENT_PREFIX,
     MAX_QUERY_TIME,
+    Event,
     EventDecodeError,
     EventStore,
-    UserEvent,
     decode_consul_event,
+    decode_serf_event,
     effective_wait,
     encode_consul_event,
-    event_from_serf,
-    from_serf_event,
     id_to_index,
     is_event_id,
     make_event,
     new_event_id,
+    plain_serf_event,
     serf_event_name,
 )
 from agent.filters import FilterError
@@ -38,16 +38,16 @@ from agent.filters import FilterError
 DOC_ID = "b54fe110-7af5-cafc-d1fb-afc8ba432b1c"  # the ID in Consul's event API docs
 
 
-def mk(n: int, name: str = "deploy", ltime: int = 0) -> UserEvent:
+def mk(n: int, name: str = "deploy", ltime: int = 0) -> Event:
     """A distinct event per ``n`` with a reproducible ID."""
-    return UserEvent(new_event_id(random.Random(n)), name, str(n).encode(), ltime=ltime)
+    return Event(new_event_id(random.Random(n)), name, str(n).encode(), ltime=ltime)
 
 
 # -- record and JSON ----------------------------------------------------------------------------
 
 
 def test_to_json_shape_matches_consul_docs() -> None:
-    ev = UserEvent(DOC_ID, "deploy", b"1609030", ltime=19)
+    ev = Event(DOC_ID, "deploy", b"1609030", ltime=19)
     out = ev.to_json()
     assert list(out) == [
         "ID",
@@ -69,14 +69,14 @@ def test_to_json_shape_matches_consul_docs() -> None:
         "Version": 1,
         "LTime": 19,
     }
-    assert UserEvent(DOC_ID, "deploy", None).to_json()["Payload"] is None
-    assert UserEvent(DOC_ID, "deploy", b"").to_json()["Payload"] is None
-    assert UserEvent.from_json(out) == ev
+    assert Event(DOC_ID, "deploy", None).to_json()["Payload"] is None
+    assert Event(DOC_ID, "deploy", b"").to_json()["Payload"] is None
+    assert Event.from_json(out) == ev
 
 
 def test_empty_payload_normalised() -> None:
-    assert UserEvent(DOC_ID, "x", b"") == UserEvent(DOC_ID, "x", None)
-    assert UserEvent(DOC_ID, "x", bytearray(b"ab")).payload == b"ab"  # type: ignore[arg-type]
+    assert Event(DOC_ID, "x", b"") == Event(DOC_ID, "x", None)
+    assert Event(DOC_ID, "x", bytearray(b"ab")).payload == b"ab"  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -95,7 +95,7 @@ def test_empty_payload_normalised() -> None:
 )
 def test_from_json_rejects(record: Any) -> None:
     with pytest.raises(EventDecodeError):
-        UserEvent.from_json(record)
+        Event.from_json(record)
 
 
 # -- IDs and index ------------------------------------------------------------------------------
@@ -144,7 +144,7 @@ def test_encode_exact_bytes() -> None:
     # The Go codec writes struct fields as a map in declaration order, skipping empty omitempty
     # fields, and Consul's handle has WriteExt=true: a 36-byte string is str8 (d9 24), []byte is
     # bin8 (c4 len). So with no filters there are 4 keys: ID, n, p, v.
-    ev = UserEvent(DOC_ID, "deploy", b"1609030", ltime=19)
+    ev = Event(DOC_ID, "deploy", b"1609030", ltime=19)
     expected = (
         b"\x84"  # fixmap, 4 pairs
         + b"\xa2ID" + b"\xd9\x24" + DOC_ID.encode()
@@ -154,13 +154,13 @@ def test_encode_exact_bytes() -> None:
     )  # fmt: skip
     assert encode_consul_event(ev) == expected
     # LTime is not on the wire; with every filter set and no payload: 6 keys in struct order.
-    full = UserEvent(DOC_ID, "d", None, "^n", "svc", "t", ltime=5)
+    full = Event(DOC_ID, "d", None, "^n", "svc", "t", ltime=5)
     assert encode_consul_event(full) == (
         b"\x86\xa2ID\xd9\x24" + DOC_ID.encode() + b"\xa1n\xa1d"
         + b"\xa2nf\xa2^n" + b"\xa2sf\xa3svc" + b"\xa2tf\xa1t" + b"\xa1v\x01"
     )  # fmt: skip
     # All seven keys: "p" sits between "n" and "nf".
-    seven = UserEvent(DOC_ID, "d", b"P", "^n", "svc", "t")
+    seven = Event(DOC_ID, "d", b"P", "^n", "svc", "t")
     assert encode_consul_event(seven) == (
         b"\x87\xa2ID\xd9\x24" + DOC_ID.encode() + b"\xa1n\xa1d" + b"\xa1p\xc4\x01P"
         + b"\xa2nf\xa2^n" + b"\xa2sf\xa3svc" + b"\xa2tf\xa1t" + b"\xa1v\x01"
@@ -168,9 +168,9 @@ def test_encode_exact_bytes() -> None:
 
 
 def test_encode_decode_round_trip() -> None:
-    ev = UserEvent(DOC_ID, "deploy", b"\x00\xffbin", "^web", "api", "v1", ltime=42)
+    ev = Event(DOC_ID, "deploy", b"\x00\xffbin", "^web", "api", "v1", ltime=42)
     assert decode_consul_event(encode_consul_event(ev), 42) == ev
-    plain = UserEvent(DOC_ID, "x", None)
+    plain = Event(DOC_ID, "x", None)
     assert decode_consul_event(encode_consul_event(plain), 0) == plain
 
 
@@ -212,7 +212,7 @@ def test_decode_rejects(blob: bytes) -> None:
 
 
 def test_decode_rejects_bad_ltime_and_non_bytes() -> None:
-    blob = encode_consul_event(UserEvent(DOC_ID, "x", None))
+    blob = encode_consul_event(Event(DOC_ID, "x", None))
     for ltime in (-1, 1 << 64, True):
         with pytest.raises(EventDecodeError):
             decode_consul_event(blob, ltime)
@@ -256,36 +256,36 @@ def test_decode_fuzz_structured(body: dict[str, Any], bin_type: bool) -> None:
 # -- Serf events --------------------------------------------------------------------------------
 
 
-def test_from_serf_event_deterministic_id() -> None:
-    a = from_serf_event("deploy", b"v1", 10)
-    assert a == from_serf_event("deploy", b"v1", 10)
+def test_plain_serf_event_deterministic_id() -> None:
+    a = plain_serf_event("deploy", b"v1", 10)
+    assert a == plain_serf_event("deploy", b"v1", 10)
     assert uuid.UUID(a.id).version == 5 and uuid.UUID(a.id).variant == uuid.RFC_4122
     assert (a.name, a.payload, a.ltime, a.version) == ("deploy", b"v1", 10, 1)
     others = {
-        from_serf_event("deploy", b"v1", 11).id,
-        from_serf_event("deploy", b"v2", 10).id,
-        from_serf_event("deplo", b"yv1", 10).id,  # length-prefixed name: no ambiguity
-        from_serf_event("deploy", b"", 10).id,
+        plain_serf_event("deploy", b"v1", 11).id,
+        plain_serf_event("deploy", b"v2", 10).id,
+        plain_serf_event("deplo", b"yv1", 10).id,  # length-prefixed name: no ambiguity
+        plain_serf_event("deploy", b"", 10).id,
     }
     assert a.id not in others and len(others) == 4
 
 
-def test_event_from_serf_routing() -> None:
-    ev = UserEvent(DOC_ID, "deploy", b"x")
-    assert event_from_serf(serf_event_name(ev), encode_consul_event(ev), 7) == UserEvent(
+def test_decode_serf_event_routing() -> None:
+    ev = Event(DOC_ID, "deploy", b"x")
+    assert decode_serf_event(serf_event_name(ev), encode_consul_event(ev), 7) == Event(
         DOC_ID, "deploy", b"x", ltime=7
     )
     assert serf_event_name(ev) == CONSUL_EVENT_PREFIX + "deploy"
-    assert event_from_serf("consul:new-leader", b"", 7) is None
-    plain = event_from_serf("foo", b"bar", 7)
-    assert plain == from_serf_event("foo", b"bar", 7)
+    assert decode_serf_event("consul:new-leader", b"", 7) is None
+    plain = decode_serf_event("foo", b"bar", 7)
+    assert plain == plain_serf_event("foo", b"bar", 7)
     with pytest.raises(EventDecodeError):
-        event_from_serf("consul:event:x", b"junk", 7)
+        decode_serf_event("consul:event:x", b"junk", 7)
 
 
 def test_make_event() -> None:
     ev = make_event("deploy", b"p", service_filter="web", tag_filter="v1", rng=bytes(16))
-    assert ev == UserEvent(
+    assert ev == Event(
         "00000000-0000-4000-8000-000000000000", "deploy", b"p", "", "web", "v1", 1, 0
     )
     with pytest.raises(FilterError):
@@ -320,7 +320,7 @@ def test_dedupe_by_id() -> None:
     store = EventStore()
     ev = mk(1)
     assert store.add(ev) is True
-    assert store.add(UserEvent(ev.id, "other-name", b"z")) is False
+    assert store.add(Event(ev.id, "other-name", b"z")) is False
     assert (store.stored, store.deduped, len(store), store.last_seq) == (1, 1, 1, 1)
     assert store.list()[1] == [ev]
 
@@ -328,7 +328,7 @@ def test_dedupe_by_id() -> None:
 def test_bad_id_rejected_without_change() -> None:
     store = EventStore()
     with pytest.raises(ValueError):
-        store.add(UserEvent("nope", "x", None))
+        store.add(Event("nope", "x", None))
     assert len(store) == 0 and store.last_seq == 0 and store.stored == 0
 
 
@@ -392,7 +392,7 @@ async def test_returns_unchanged_at_timeout(autojump_clock: Any) -> None:
 
 async def test_wakes_on_matching_add(autojump_clock: Any) -> None:
     store = EventStore()
-    result: list[tuple[int, list[UserEvent]]] = []
+    result: list[tuple[int, list[Event]]] = []
     start = trio.current_time()
 
     async def waiter() -> None:
@@ -414,7 +414,7 @@ async def test_non_matching_add_keeps_waiting(autojump_clock: Any) -> None:
     first = mk(1, "deploy")
     store.add(first)
     idx = id_to_index(first.id)
-    result: list[tuple[int, list[UserEvent]]] = []
+    result: list[tuple[int, list[Event]]] = []
     start = trio.current_time()
 
     async def waiter() -> None:
@@ -460,7 +460,7 @@ async def test_wait_seq(autojump_clock: Any) -> None:
     start = trio.current_time()
     assert await store.wait_seq(1, 10) == []
     assert trio.current_time() - start == pytest.approx(10)
-    got: list[list[tuple[int, UserEvent]]] = []
+    got: list[list[tuple[int, Event]]] = []
 
     async def streamer() -> None:
         got.append(await store.wait_seq(1, 100, name="b"))

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from agent.catalog import ServiceEntry
-from agent.events import UserEvent
+from agent.events import Event
 from agent.filters import FilterError, compile_filter, should_process, validate_filters
 
 ID = "b54fe110-7af5-cafc-d1fb-afc8ba432b1c"
@@ -19,8 +19,8 @@ SERVICES = {
 }
 
 
-def ev(node: str = "", service: str = "", tag: str = "", version: int = 1) -> UserEvent:
-    return UserEvent(ID, "deploy", None, node, service, tag, version)
+def ev(node: str = "", service: str = "", tag: str = "", version: int = 1) -> Event:
+    return Event(ID, "deploy", None, node, service, tag, version)
 
 
 # -- validate_filters ---------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def test_node_and_service_must_both_match() -> None:
     [ev(node="("), ev(service="("), ev(service="web", tag="("), ev(node=r"(a)\1")],
 )
 def test_uncompilable_filter_on_receiver_drops(
-    event: UserEvent, caplog: pytest.LogCaptureFixture
+    event: Event, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.ERROR):
         assert not should_process(event, "web-1", SERVICES)

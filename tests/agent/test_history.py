@@ -50,8 +50,8 @@ async def test_fresh_agent_gets_history_restarted_one_replays_nothing(tmp_path: 
             assert b.agent.metrics.events_stored == 2
             # the 4 it held were offered back to gossip at start (see test_durable_fire), so
             # the copies arriving with the push-pull are deduped there, not delivered again
-            assert b.agent.metrics.events_deduped + b.agent.node.serf.metrics.events_deduped >= 4
-            assert b.agent.node.serf.metrics.events_too_old >= 2
+            assert b.agent.metrics.events_deduped + b.agent.node.stats().events_deduped >= 4
+            assert b.agent.node.stats().events_too_old >= 2
 
 
 async def test_consul_style_join_ignores_history() -> None:
@@ -71,4 +71,4 @@ async def test_lone_agent_leaves_at_once(autojump_clock: Any) -> None:
         t0 = trio.current_time()
         await a.agent.leave()
         assert trio.current_time() - t0 < 0.5  # not the 5 s broadcast timeout
-        assert a.agent.node.serf.left
+        assert a.agent.node._serf.left

@@ -246,7 +246,7 @@ async def test_an_exhausted_event_clock_is_a_503_with_a_reason_not_a_500() -> No
 
     with trio.fail_after(20):
         async with in_process_agent(f"{random_subnet()}.1", "edge") as a:
-            a.agent.node.serf.event_clock.counter = 2**64 - 1  # the clock saturates there
+            a.agent.node._serf.event_clock.counter = 2**64 - 1  # the clock saturates there
             r = await a.client.put("/v1/event/fire/late", content=b"x")
             assert r.status_code == 503, r.text
             assert "event clock cannot advance" in r.text

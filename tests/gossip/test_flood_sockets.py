@@ -54,7 +54,7 @@ async def test_member_flood_over_real_sockets() -> None:
             addr = {n: (f"{net}.{i + 1}", ports[n]) for i, n in enumerate("abc")}
             assert await nodes["b"].join([addr["a"]]) == 1
             assert await nodes["c"].join([addr["a"]]) == 1
-            await eventually(lambda: all(len(x.serf.ml.members) == 3 for x in nodes.values()),
+            await eventually(lambda: all(len(x._serf.ml.members) == 3 for x in nodes.values()),
                              10, "three members everywhere")
 
             blob = flood_stream(20_000)
@@ -73,8 +73,8 @@ async def test_member_flood_over_real_sockets() -> None:
             udp.close()
 
             def no_fakes() -> bool:
-                return all(set(x.serf.ml.members) == {"a", "b", "c"} and
-                           set(x.serf.members) == {"a", "b", "c"} for x in nodes.values())
+                return all(set(x._serf.ml.members) == {"a", "b", "c"} and
+                           set(x._serf.members) == {"a", "b", "c"} for x in nodes.values())
 
             assert no_fakes()
             nodes["b"].user_event("deploy", b"after-flood")
@@ -82,8 +82,8 @@ async def test_member_flood_over_real_sockets() -> None:
                                     "the event reached every node")
             assert took <= 2.0 and no_fakes()
             for x in nodes.values():
-                assert x.serf.ml.admission.metrics.refused >= 20_000 - cfg.admit_per_message
-            await eventually(lambda: all(len(x.serf.ml.admission) == 0 for x in nodes.values()),
+                assert x._serf.ml.admission.metrics.refused >= 20_000 - cfg.admit_per_message
+            await eventually(lambda: all(len(x._serf.ml.admission) == 0 for x in nodes.values()),
                              cfg.admit_attempts * cfg.probe_interval + 5, "inventions forgotten")
             assert no_fakes()
             nursery.cancel_scope.cancel()

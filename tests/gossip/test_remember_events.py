@@ -37,7 +37,7 @@ def test_remembered_events_are_not_delivered_but_reach_a_peer_by_push_pull() -> 
 
 
 def test_remembered_events_respect_the_dedup_window_and_min_time() -> None:
-    s = core("a", SerfConfig(event_buffer=16))
+    s = core("a", SerfConfig(event_dedup_window=16))
     s.event_min_time = 5
     added = s.remember_events([(1, "too-old", b""), (100, "new", b""), (50, "outside", b"")])
     assert added == 1  # 1 < event_min_time; 50 < 101 - 16

@@ -168,7 +168,7 @@ def test_event_dedupe_buffer() -> None:
 
 
 def test_too_old_events_are_dropped() -> None:
-    s = serf(config=SerfConfig(event_buffer=16))
+    s = serf(config=SerfConfig(event_dedup_window=16))
     s.notify_msg(0.0, msg(SerfMsg.USER_EVENT, LTime=100, Name="new", Payload=b"", CC=False))
     # clock 101, buffer 16: LTime 85 is the oldest still accepted (Serf: LTime < 101 - 16)
     s.notify_msg(0.0, msg(SerfMsg.USER_EVENT, LTime=85, Name="edge", Payload=b"", CC=False))
@@ -208,7 +208,7 @@ def test_large_events_go_over_tcp() -> None:
 
 def _reference_state(s: Serf) -> bytes:
     """local_state() as a straight msgpack of the whole dict (what the cache must equal)."""
-    slots = sorted(s._events.values(), key=lambda x: x.ltime)[-s.cfg.push_pull_events:]
+    slots = sorted(s.dedup.slots.values(), key=lambda x: x.ltime)[-s.cfg.push_pull_events:]
     return bytes([2]) + wire.packb({
         "LTime": s.clock.time(),
         "StatusLTimes": {n: m.status_ltime for n, m in s.members.items()},

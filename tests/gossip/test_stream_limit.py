@@ -24,14 +24,14 @@ async def test_streams_past_the_cap_are_refused_and_idle_ones_time_out() -> None
             for s in idle:
                 await s.send_all(b"\x06")  # a push-pull that never completes
             await trio.sleep(0.2)
-            assert a.stream_limit.active == 2
+            assert a._stream_limit.active == 2
             third = await trio.open_tcp_stream(f"{net}.1", port_a)
             with trio.fail_after(1):  # closed at once, long before tcp_timeout
                 assert await third.receive_some(10) == b""
-            assert a.stream_limit.refused == 1
+            assert a._stream_limit.refused == 1
             await third.aclose()
             with trio.fail_after(cfg.tcp_timeout + 2):
-                while a.stream_limit.active:
+                while a._stream_limit.active:
                     await trio.sleep(0.05)
             assert await b.join([(f"{net}.1", port_a)]) == 1
             for s in idle:

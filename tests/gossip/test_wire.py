@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from gossip import wire
 from gossip.crypto import Keyring, decode_key
 from gossip.errors import DecodeError
+from gossip.state import State
 from gossip.wire import (
     Ack,
     Alive,
@@ -374,7 +375,7 @@ def test_golden_tcp_streams_parse() -> None:
         assert pp.join == name.endswith("join.bin")
         serf1 = [n for n in pp.nodes if n.name == "serf1"]
         assert len(serf1) == 1 and serf1[0].addr == bytes([127, 0, 0, 2])
-        assert serf1[0].state == wire.NodeState.ALIVE and serf1[0].vsn[:3] == bytes([1, 5, 2])
+        assert serf1[0].state == State.ALIVE and serf1[0].vsn[:3] == bytes([1, 5, 2])
         assert serf1[0].meta[0] == 0xFF  # Serf tags
         assert pp.user_state[0] == 2  # Serf messagePushPull
         # incremental feeding finds the same end

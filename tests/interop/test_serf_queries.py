@@ -66,7 +66,7 @@ async def test_rumor_acks_filters_and_relays(net: str, agents: list[SerfAgent],
         out = await serf_query(agents[0], "-relay-factor=3", "hello", "x")
         assert sorted(out["Acks"]) == sorted(names)  # type: ignore[arg-type]
         # with 4 members and relay factor 3, every other member relays each remote ack
-        assert sum(r.serf.queries.metrics.relayed for r in rumors) >= 2
+        assert sum(r.stats().query_answers_relayed for r in rumors) >= 2
 
 
 async def test_name_conflict_with_serf_agents(net: str, agents: list[SerfAgent],
@@ -108,7 +108,7 @@ async def test_codec_reproduces_serfs_bytes(net: str, agents: list[SerfAgent],
     node = GossipNode("rumor1", (f"{net}.10", 7946), keyring=Keyring([b"g" * 32]))
     seen: list[bytes] = []
     await nursery.start(node.run)
-    core = node.serf
+    core = node._serf
     original = core.notify_msg
 
     def record(now: float, msg: bytes) -> None:

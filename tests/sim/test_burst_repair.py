@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-import gossip.serf as serf_mod
+import gossip.serf.events as serf_events
 from gossip.serf import Serf, UserEvent
 from tests.sim.cluster import ClusterSim, Link
 
@@ -54,6 +54,6 @@ def test_burst_gaps_are_repaired_within_seconds() -> None:
 
 def test_without_the_early_push_pull_gaps_wait_for_anti_entropy(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(serf_mod, "BURST_EVENTS", 10**9)
+    monkeypatch.setattr(serf_events, "BURST_EVENTS", 10**9)
     # with 15 % loss some seeds leave pairs unrepaired until the 30 s push-pull
     assert any(missing_after_burst(seed)[2] > 0 for seed in SEEDS)
