@@ -8,7 +8,6 @@ one place that turns ``GossipConfig.udp_buffer_size`` into byte budgets.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import struct
 import zlib
@@ -47,15 +46,31 @@ class _Nested(Exception):
     """Raised by :func:`_decode_part` for a part that is itself framed (never memoised)."""
 
 
-@functools.lru_cache(maxsize=65536)
+_PARTS: dict[bytes, Message] = {}  # memo of _decode_part, emptied when it reaches _PARTS_MAX
+_PARTS_MAX = 65536
+
+
 def _decode_part(part: bytes) -> Message:
     """One compound part ``[type][body]``, memoised on the whole part (one slice less per
-    message than :func:`decode_body`: at 1,000 nodes a packet carries ~15 old alives)."""
+    message than :func:`decode_body`: at 1,000 nodes a packet carries ~15 old alives).  A
+    plain dict, looked up by the caller first: cheaper per hit than ``functools.lru_cache``,
+    and a decoded message is immutable, so which entries survive does not matter."""
+    msg = _PARTS.get(part)
+    if msg is not None:
+        return msg
     if not part:
         raise DecodeError("empty packet")
     if part[0] in _FRAMING:
         raise _Nested
-    return decode_body.__wrapped__(part[0], part[1:])
+    msg = decode_body.__wrapped__(part[0], part[1:])
+    if len(_PARTS) >= _PARTS_MAX:
+        _PARTS.clear()
+    _PARTS[part] = msg
+    return msg
+
+
+_COMPOUND_HEADS = [struct.Struct(f">BB{n}H") for n in range(MAX_COMPOUND_PARTS + 1)]
+_CRC_HEAD = struct.Struct(">BI")
 
 
 def make_compound(parts: list[bytes]) -> bytes:
@@ -63,14 +78,15 @@ def make_compound(parts: list[bytes]) -> bytes:
     n = len(parts)
     if not 0 < n <= MAX_COMPOUND_PARTS:
         raise ValueError(f"compound needs 1..{MAX_COMPOUND_PARTS} parts, got {n}")
-    lengths = [len(p) for p in parts]
-    if max(lengths) > 0xFFFF:
-        raise ValueError("compound part longer than 65535 bytes")
-    return b"".join((bytes((MsgType.COMPOUND, n)), struct.pack(f">{n}H", *lengths), *parts))
+    try:
+        head = _COMPOUND_HEADS[n].pack(MsgType.COMPOUND, n, *map(len, parts))
+    except struct.error:
+        raise ValueError("compound part longer than 65535 bytes") from None
+    return b"".join((head, *parts))
 
 
 def add_crc(packet: bytes) -> bytes:
-    return bytes([MsgType.HAS_CRC]) + struct.pack(">I", zlib.crc32(packet)) + packet
+    return _CRC_HEAD.pack(MsgType.HAS_CRC, zlib.crc32(packet)) + packet
 
 
 def compress_message(msg: bytes) -> bytes:
@@ -125,8 +141,12 @@ def decode_packet(data: bytes, stats: PacketStats | None = None, depth: int = 0)
         lengths = struct.unpack_from(f">{n}H", data, 2)
         if off + sum(lengths) <= len(data):  # fast path: whole, and (usually) no nesting
             ends = list(itertools.accumulate(lengths, initial=off))
+            parts = [data[a:b] for a, b in itertools.pairwise(ends)]
+            msgs = list(map(_PARTS.get, parts))
+            if all(msgs):  # all seen before (most gossip is old news); a message is truthy
+                return msgs  # type: ignore[return-value]
             try:
-                return list(map(_decode_part, [data[a:b] for a, b in itertools.pairwise(ends)]))
+                return list(map(_decode_part, parts))
             except _Nested:
                 pass
         out: list[Message] = []
