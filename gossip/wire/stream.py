@@ -130,14 +130,20 @@ class _Plain:
                 self.ulen = f_int(head, b"UserStateLen", w, bits=31)
                 if self.count > 1_000_000 or self.ulen > MAX_STREAM_BYTES:
                     raise DecodeError("push-pull too large")
-            while len(self.nodes) < self.count:
-                if self.at < 0:
-                    self.at = 1 + tell()
+            # one node state per pass; the loop is _next(skip=True) inlined (a 1,000-member
+            # push-pull has 1,000 of them)
+            nodes, count, skip, node_state = self.nodes, self.count, self.unpacker.skip, _node_state
+            while len(nodes) < count:
+                at = self.at
+                if at < 0:
+                    at = self.at = 1 + tell()
                 try:
-                    self._next("push node state", skip=True)
+                    skip()
                 except msgpack.OutOfData:
                     return None
-                self.nodes.append(_node_state(bytes(data[self.at:1 + tell()])))
+                except Exception as exc:
+                    raise DecodeError(f"push node state: bad msgpack: {exc}") from None
+                nodes.append(node_state(bytes(data[at:1 + tell()])))
                 self.at = -1
             start = 1 + tell()
             if len(data) - start < self.ulen:
