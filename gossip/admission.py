@@ -129,13 +129,16 @@ class Admission:
         return p
 
     def deadline(self) -> float:
-        heap = self._heap
-        while heap and not self._live(heap[0]):
+        heap, pending = self._heap, self.pending
+        while heap:  # drop stale entries (_live, inlined: this runs after every packet)
+            entry = heap[0]
+            p = entry[3]
+            if pending.get(entry[2]) is p and p.next_at == entry[0]:
+                break
             heapq.heappop(heap)
-        if not heap:
+        else:
             return math.inf
-        t = heap[0][0]
-        p = heap[0][3]
+        t = entry[0]
         if self._tokens < _ONE and p.give_up > t:  # a ping waits for the bucket to refill
             rate = self.cfg.admit_pings_per_second
             t = max(t, min(p.give_up, self._refilled + (1 - self._tokens) / rate + _SLACK))

@@ -7,9 +7,9 @@ broadcasts: one per node name) replaces any queued message with the same key.
 
 Items live in buckets by transmit count (a dict per count, insertion-ordered), so taking
 messages and moving them to the next bucket is O(1) each: no sorting on the hot path.  The
-queue also counts its items by size, so :meth:`BroadcastQueue.get` stops scanning as soon
-as the room left is smaller than the smallest queued message (at 1,000 nodes the queue holds
-~580 messages and a packet takes ~10: the scan past a full packet was its main cost).
+queue also keeps a lower bound on its messages' sizes (the smallest queued since it was last
+empty), so :meth:`BroadcastQueue.get` stops scanning as soon as the room left is below it
+(at 1,000 nodes the queue holds ~580 messages and a packet takes ~10).
 """
 
 from __future__ import annotations
@@ -46,8 +46,7 @@ class BroadcastQueue:
     dropped: int = 0
     _cap_n: int = -1
     _cap: int = 0
-    _sizes: dict[int, int] = field(default_factory=dict)  # queued items per message size
-    _min_size: int = 0  # the smallest queued size (meaningless while the queue is empty)
+    _min_size: int = 0  # no queued message is smaller (meaningless while the queue is empty)
 
     def __len__(self) -> int:
         return self._len
@@ -63,9 +62,6 @@ class BroadcastQueue:
         size = len(msg)
         item = _Item(msg, key, self._seq, 0, on_done, size)
         self._buckets.setdefault(0, {})[item.seq] = item
-        sizes = self._sizes
-        n = sizes.get(size, 0)
-        sizes[size] = n + 1
         if not self._len or size < self._min_size:
             self._min_size = size
         self._len += 1
@@ -116,7 +112,6 @@ class BroadcastQueue:
                     del bucket[item.seq]
                     item.transmits = nt
                     self._len -= 1
-                    self._forget_size(item.size)
                     self._finish(item)
             else:
                 up = buckets.get(nt)
@@ -136,17 +131,6 @@ class BroadcastQueue:
         if not bucket:
             del self._buckets[item.transmits]
         self._len -= 1
-        self._forget_size(item.size)
-
-    def _forget_size(self, size: int) -> None:
-        sizes = self._sizes
-        n = sizes[size] - 1
-        if n:
-            sizes[size] = n
-            return
-        del sizes[size]
-        if size == self._min_size and sizes:
-            self._min_size = min(sizes)
 
     def _finish(self, item: _Item) -> None:
         if item.key is not None and self._by_key.get(item.key) is item:
@@ -174,5 +158,4 @@ class BroadcastQueue:
     def reset(self) -> None:
         self._buckets.clear()
         self._by_key.clear()
-        self._sizes.clear()
         self._len = 0
