@@ -212,7 +212,7 @@ class ClusterSim:
         # datagram, a tick): at 1,000 nodes the calls cost as much as the event itself
         heap, pop, push = self._heap, heapq.heappop, heapq.heappush
         nodes, crashed, tick_at, seq = self.nodes, self.crashed, self._tick_at, self._seq
-        route, inf = self._route, math.inf
+        route, inf, rnd = self._route, math.inf, self.rng.random
         with no_cyclic_gc():
             for _ in range(max_events):
                 if not heap or heap[0][0] > t_end:
@@ -250,7 +250,16 @@ class ClusterSim:
                 effects = core.take_effects()
                 if effects:
                     for eff in effects:
-                        route(addr, eff)
+                        # _route(addr, eff), inlined for a lossless datagram without on_send
+                        link = self.link
+                        if type(eff) is SendPacket and self.on_send is None and \
+                                not link.dup and not link.loss:
+                            self.sent += 1
+                            delay = link.delay_min + (link.delay_max - link.delay_min) * rnd()
+                            push(heap, (now + delay, next(seq),  # type: ignore[call-overload]
+                                        _DELIVER, addr, eff.addr, eff.data))
+                        else:
+                            route(addr, eff)
                 t = core.next_deadline()
                 if t < now:
                     t = now
