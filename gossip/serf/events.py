@@ -96,7 +96,7 @@ class UserEvents(SerfState):
         if len(raw) <= wire.gossiped_user_msg_limit(self.gcfg.udp_buffer_size,
                                                     self.ml.keyring is not None):
             self.event_queue.queue(raw)
-            self.ml.gossip_soon()
+            self.ml.gossip_soon(now)
             return
         peers = [m for m in self.ml.alive_members() if m is not self.ml.local
                  and m.state is State.ALIVE]

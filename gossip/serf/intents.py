@@ -59,7 +59,7 @@ class Intents(SerfState):
         self.clock.witness(ltime)
         self._join_intent(now, ltime, self.name)
         self.intents.queue(encode_msg(SerfMsg.JOIN, {"LTime": ltime, "Node": self.name}))
-        self.ml.gossip_soon()
+        self.ml.gossip_soon(now)
 
     def _upsert_intent(self, now: float, node: str, kind: SerfMsg, ltime: int) -> bool:
         old = self.recent_intents.get(node)
