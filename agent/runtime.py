@@ -23,7 +23,6 @@ from agent.hardening import plaintext_gossip_warning, raise_open_file_limit
 from agent.http.server import Limits, serve_http
 from agent.keyring import KeyringFileError
 from agent.logs import set_console_level, setup_logging
-from agent.tls import server_context
 from agent.version import VERSION
 from gossip import BindError
 
@@ -55,6 +54,8 @@ class _TLS:
 
     @staticmethod
     def load(config: AgentConfig) -> ssl.SSLContext:
+        from agent.tls import server_context  # cryptography (~10 MB RSS): only with TLS
+
         return server_context(config.tls_ca_file, config.tls_cert_file, config.tls_key_file,
                               config.tls_verify_incoming)
 

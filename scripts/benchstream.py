@@ -1,7 +1,8 @@
 """Stream fan-out figures for scripts/bench_events (``--stream-subscribers N``).
 
 One rumor agent; N connections in this process each GET /v1/event/stream?topic=Event:bench-*
-(raw sockets, read with one selector).  Once the agent reports N live subscribers, events are
+(raw sockets from 150 per source address 127.252.x.y, under the agent's 200-per-client cap,
+read with one selector).  Once the agent reports N live subscribers, events are
 fired one at a time; for each, the time from sending the fire request to the moment the last
 of the N connections has received that event's line (time.time() in this process), and the
 agent's RSS before and after the subscribers connected (growth / N = RSS per subscriber), and
@@ -40,7 +41,10 @@ def stream_phase(n_subs: int, events: int = 10, timeout: float = 30.0) -> dict[s
         request = (b"GET /v1/event/stream?topic=Event:bench-* HTTP/1.1\r\nHost: bench\r\n"
                    b"Accept: application/json\r\n\r\n")
         for i in range(n_subs):
-            s = socket.create_connection((c.ips[0], c.api_port), timeout=10)
+            # 150 per source address: under the agent's 200-connections-per-client cap
+            s = socket.create_connection((c.ips[0], c.api_port), timeout=10,
+                                         source_address=(f"127.252.{i // 150 // 250}."
+                                                         f"{i // 150 % 250 + 1}", 0))
             s.sendall(request)
             s.setblocking(False)
             sel.register(s, selectors.EVENT_READ, i)

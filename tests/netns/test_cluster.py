@@ -8,7 +8,7 @@ same data dir rejoins, gets what it missed and lists nothing twice.
 
 Every wait is bounded (``wait_until``); when one runs out, the assertion message carries each
 host's member view and the tail of the relevant agents' DEBUG logs. Measured times (failure
-detection, healing) are printed: run with ``-s`` to see them.
+detection, healing) are listed at the end of every run under "netns figures" (conftest.py).
 """
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ def test_five_hosts_form_one_cluster_and_an_event_reaches_all(
 
 
 def test_cut_host_is_declared_failed_then_heals_and_catches_up(
-        make_cluster: Callable[..., Cluster]) -> None:
+        make_cluster: Callable[..., Cluster], figure: Callable[[str], None]) -> None:
     c = make_cluster(5)
     others = [0, 1, 3, 4]
     before = c.fire(0, "before", "1")
@@ -261,7 +261,7 @@ def test_cut_host_is_declared_failed_then_heals_and_catches_up(
     c.lab.cut(2)
     detected = c.timed("h1,h2,h4,h5 see h3 failed", lambda: c.sees(others, {"h3": FAILED}),
                        DETECT_LIMIT, t_cut, logs=[0])
-    print(f"\n[netns] cut h3: declared failed by all 4 others after {detected:.1f} s")
+    figure(f"cut h3: declared failed by all 4 others after {detected:.1f} s")
     c.wait("h1,h2,h4,h5 still see each other alive",
            lambda: c.sees(others, {c.name(j): ALIVE for j in others}), 5.0)
 
@@ -279,14 +279,14 @@ def test_cut_host_is_declared_failed_then_heals_and_catches_up(
     caught_up = c.timed("every host lists before, during and isolated",
                         lambda: c.lists(range(5), [before, during, isolated]), HEAL_LIMIT,
                         t_restore, logs=[0, 2])
-    print(f"[netns] restore h3: all alive everywhere after {alive:.1f} s, "
+    figure(f"restore h3: all alive everywhere after {alive:.1f} s, "
           f"events caught up after {caught_up:.1f} s")
     no_duplicates(c, range(5))
 
 
 @pytest.mark.timeout(400)  # the split is held ~60 s on purpose
 def test_split_sides_keep_working_and_merge_events_on_heal(
-        make_cluster: Callable[..., Cluster]) -> None:
+        make_cluster: Callable[..., Cluster], figure: Callable[[str], None]) -> None:
     """A long 2|3 split, held until gossip_to_the_dead_time has passed since each side declared
     the other failed: memberlist no longer gossips to (and then forgets) the other side, so
     the heal has to come from Serf's reconnect of failed members (every 5 s in rumor)."""
@@ -309,7 +309,7 @@ def test_split_sides_keep_working_and_merge_events_on_heal(
 
     c.timed("each side sees the other side failed and its own side alive", both_sides_split,
             SPLIT_DETECT_LIMIT, t_split, logs=[0, 2])
-    print(f"\n[netns] 2|3 split: the 3-side declared the 2 failed after {seen['3-side']:.1f} s, "
+    figure(f"2|3 split: the 3-side declared the 2 failed after {seen['3-side']:.1f} s, "
           f"the 2-side declared the 3 failed after {seen['2-side']:.1f} s")
 
     late_l, late_r = c.fire(1, "late-left", "c"), c.fire(4, "late-right", "d")
@@ -336,14 +336,15 @@ def test_split_sides_keep_working_and_merge_events_on_heal(
                     logs=[0, 2])
     merged = c.timed("every host lists the events of both sides",
                      lambda: c.lists(range(5), every), HEAL_LIMIT, t_heal, logs=[0, 2])
-    print(f"[netns] heal after a {held:.0f} s split: all alive everywhere after {alive:.1f} s, "
+    figure(f"heal after a {held:.0f} s split: all alive everywhere after {alive:.1f} s, "
           f"events merged after {merged:.1f} s")
     no_duplicates(c, range(5))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_restarted_agent_rejoins_gets_missed_events_and_no_duplicates(
-        make_cluster: Callable[..., Cluster], sig: signal.Signals) -> None:
+        make_cluster: Callable[..., Cluster], sig: signal.Signals,
+        figure: Callable[[str], None]) -> None:
     c = make_cluster(3)
     victim, others = 2, [0, 1]
     had = [c.fire(0, "before-1", "x"), c.fire(1, "before-2", "y")]
@@ -358,7 +359,7 @@ def test_restarted_agent_rejoins_gets_missed_events_and_no_duplicates(
     t_stop = time.monotonic()
     took = c.timed(f"the others see h3 with status {status}",
                    lambda: c.sees(others, {"h3": status}), limit, t_stop, logs=[0, 2])
-    print(f"\n[netns] {sig.name}: h3 status {status} on the others after {took:.1f} s")
+    figure(f"{sig.name}: h3 status {status} on the others after {took:.1f} s")
 
     missed = [c.fire(0, "while-down-1", "p"), c.fire(1, "while-down-2", "q")]
     c.wait("the 'while-down' events on the others", lambda: c.lists(others, missed),
@@ -371,7 +372,7 @@ def test_restarted_agent_rejoins_gets_missed_events_and_no_duplicates(
     caught_up = c.timed("h3 lists the events fired while it was down",
                         lambda: c.lists([victim], had + missed), HEAL_LIMIT, t_start,
                         logs=[victim])
-    print(f"[netns] restart after {sig.name}: all alive after {alive:.1f} s, "
+    figure(f"restart after {sig.name}: all alive after {alive:.1f} s, "
           f"missed events listed after {caught_up:.1f} s")
     ids = c.event_ids(victim)
     assert sorted(ids) == sorted(had + missed), \

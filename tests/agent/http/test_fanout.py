@@ -11,7 +11,7 @@ from functools import partial
 import pytest
 import trio
 
-from agent.http import Limits, Request, Response, serve_http
+from agent.http import Limits, Request, Response, fanout, serve_http
 from agent.http.fanout import LongPolls, response_bytes
 from agent.http.types import AnyResponse, LongPoll
 from tests.agent.http.test_server import Raw
@@ -176,6 +176,46 @@ async def test_past_max_parked_a_long_poll_gets_503(nursery: trio.Nursery,
     topics.bump("a")
     for raw in raws[:2]:
         assert (await raw.response())[2] == b"a=1;"
+
+
+async def test_answered_tasks_are_woken_in_batches_and_all_keep_serving(
+    nursery: trio.Nursery, connect: Connect, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fanout, "WAKE_BATCH", 4)  # 30 answers: 4 woken now, the rest later
+    topics = Topics()
+    port = await serve(nursery, topics)
+    raws = [await connect(port) for _ in range(30)]
+    for raw in raws:
+        await raw.send(get("a", 0))
+    await parked(topics, 30)
+    topics.bump("a")
+    assert topics.polls.parked == 0 and topics.polls.last_fanout[1] == 30
+    for raw in raws:
+        assert (await raw.response())[2] == b"a=1;"
+    for raw in raws:  # every task did its bookkeeping: the connections serve again
+        await raw.send(get("a", 0))
+        assert (await raw.response())[2] == b"a=1;"
+
+
+async def test_a_cancel_between_the_answer_and_the_wake_up_still_gets_the_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fanout, "WAKE_BATCH", 2)
+    topics = Topics()
+    scopes = [trio.CancelScope() for _ in range(10)]
+    got: list[bytes] = []
+
+    async def park(scope: trio.CancelScope) -> None:
+        got.append((await topics.polls.wait(("a", 0), 60, -1, scope)).response.body)
+
+    async with trio.open_nursery() as nursery:
+        for scope in scopes:
+            nursery.start_soon(park, scope)
+        await parked(topics, 10)
+        topics.bump("a")
+        for scope in scopes:  # 8 of them are answered but not yet rescheduled
+            scope.cancel()
+    assert got == [b"a=1;"] * 10 and topics.polls.parked == 0
 
 
 def test_response_bytes_is_a_complete_http_message() -> None:
