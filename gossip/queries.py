@@ -346,6 +346,8 @@ class Queries:
             self._finish(now, p)
 
     def deadline(self) -> float:
+        if not self.pending:  # asked after every packet: the common case without a generator
+            return math.inf
         return min((p.result.deadline for p in self.pending.values()), default=math.inf)
 
     def expire(self, now: float) -> None:

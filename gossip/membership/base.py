@@ -73,6 +73,10 @@ class MemberlistState:
         self._next_gossip = now + config.gossip_interval * rng.random()
         self._gossip_now = False
         self._last_extra = -math.inf  # when the last extra (fresh-broadcast) round went out
+        # the gap after it: doubled while fresh broadcasts keep arriving within it (a burst,
+        # whose messages then share packets), halved once one arrives after it
+        self._extra_gap = config.gossip_on_new_gap
+        self._soon_at = math.inf  # when the pending extra round was asked for
         self._next_push_pull = now + config.push_pull_interval * rng.random()
         # rumor: after a join, push-pull again after 1, 2, 4... s (until the normal interval)
         # so that members announced while we were joining are never left to gossip luck

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import math
 import random
 
 from gossip import wire
@@ -30,7 +31,7 @@ class Memberlist(Probing, PushPull):
         if self.admission.pending:
             t = min(t, self.admission.deadline())
         if self._gossip_now:
-            t = min(t, self._last_extra + self.cfg.gossip_on_new_gap)
+            t = min(t, self._last_extra + self._extra_gap)
         # an idle gossip tick does nothing, so it is only due when there is something to send
         if self._next_gossip < t and (self.queue or self.delegate.has_broadcasts()):
             t = self._next_gossip
@@ -106,8 +107,12 @@ class Memberlist(Probing, PushPull):
             if self._probe is not None:  # overran: the end handler above should have fired
                 self._probe_failed(now, self._probe)
             self._start_probe(now)
-        extra = self._gossip_now and now >= self._last_extra + self.cfg.gossip_on_new_gap
+        extra = self._gossip_now and now >= self._last_extra + self._extra_gap
         if extra:
+            if self._soon_at < self._last_extra + self._extra_gap:  # held back: a burst
+                self._extra_gap = min(2 * self._extra_gap, self.cfg.gossip_interval)
+            else:
+                self._extra_gap = max(self._extra_gap / 2, self.cfg.gossip_on_new_gap)
             self._last_extra = now
         if extra or now >= self._next_gossip:
             if now >= self._next_gossip:
@@ -115,6 +120,7 @@ class Memberlist(Probing, PushPull):
                 nxt = self._next_gossip + self.cfg.gossip_interval
                 self._next_gossip = nxt if nxt > now else now + self.cfg.gossip_interval
             self._gossip_now = False
+            self._soon_at = math.inf
             self._gossip(now)
         if now >= self._next_push_pull:
             self._push_pull_due(now)

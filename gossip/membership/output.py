@@ -18,9 +18,19 @@ from gossip.wire import MsgType, StreamMessage
 
 
 class Output(MemberlistState):
-    def gossip_soon(self) -> None:
-        """Ask for an extra gossip round at the next tick (fresh broadcasts go out at once)."""
+    def gossip_soon(self, now: float = math.inf) -> None:
+        """Ask for an extra gossip round at the next tick (fresh broadcasts go out at once).
+
+        rumor: at most one extra round per gap, and the gap adapts.  A request made before
+        the gap since the last extra round has passed (``now``, when known: Serf's fresh
+        events, intents, queries) means a burst: the gap doubles, up to ``gossip_interval``,
+        so the burst's messages share packets instead of each taking its own round to
+        ``gossip_nodes`` peers (measured at 16 agents: 40 datagrams per event of a 200-event
+        burst, Serf 3).  A request after the gap halves it again, down to
+        ``gossip_on_new_gap``: an isolated fresh message still goes out at once."""
         if self.cfg.gossip_on_new:
+            if not self._gossip_now:
+                self._soon_at = now
             self._gossip_now = True
 
     def send_reliable(self, addr: Addr, payload: bytes) -> None:

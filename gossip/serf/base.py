@@ -1,6 +1,6 @@
 """The state every layer of the Serf core reads and writes, and its constructor.
 
-:class:`SerfState` holds the member table (with its change counter ``_gen``), the three
+:class:`SerfState` holds the member table (with its change counters), the three
 Lamport clocks, the outgoing broadcast queues, the event dedup buffer, the reconnector and
 the deliveries the shell drains.  The layers (:mod:`.intents`, :mod:`.events`,
 :mod:`.pushpull`) build on it; :class:`gossip.serf.Serf` combines them.
@@ -61,8 +61,14 @@ class SerfState(Delegate):
         self.reconnector = Reconnector(self.gcfg, now, rng, self._push_pull_with)
         self._next_queue_check = now + 30.0
         self._burst_start, self._burst_new = -math.inf, 0  # burst detection for _spread
-        self._gen = 0  # bumped by every change to what local_state() or the reconnector read
-        self._state_parts: tuple[int, tuple[bytes, bytes, bytes]] = (-1, (b"", b"", b""))
+        # change counters: every change to the member table (statuses, status LTimes) bumps
+        # _gen, one to a member's status also _status_gen (all the reconnector reads), one to
+        # the event buffer _events_gen; each cached derivative is rebuilt only for its own
+        self._gen = 0
+        self._status_gen = 0
+        self._events_gen = 0
+        self._state_parts: tuple[int, bytes, bytes] = (-1, b"", b"")  # StatusLTimes, LeftMembers
+        self._state_events: tuple[int, bytes] = (-1, b"")  # Events
 
     def _push_pull_with(self, now: float, addr: Addr) -> None:
         self.ml.start_push_pull(now, addr, join=False)

@@ -68,7 +68,7 @@ class Serf(PushPullState):
             self._next_reap = now + self.cfg.reap_interval
             self._reap(now)
         if now >= self.reconnector.next_due:
-            self.reconnector.run(now, self.members, self._gen, self.left)
+            self.reconnector.run(now, self.members, self._status_gen, self.left)
         if now >= self._next_queue_check:
             self._next_queue_check = now + 30.0
             for q in (self.intents, self.event_queue, self.query_queue):
@@ -110,7 +110,7 @@ class Serf(PushPullState):
                if n != self.name):
             msg = encode_msg(SerfMsg.LEAVE, {"LTime": ltime, "Node": self.name, "Prune": False})
             self.intents.queue(msg, on_done=ml_leave)
-            self.ml.gossip_soon()
+            self.ml.gossip_soon(now)
         else:
             ml_leave()
 
@@ -124,7 +124,7 @@ class Serf(PushPullState):
         self._leave_intent(now, ltime, node, prune)
         self.intents.queue(encode_msg(SerfMsg.LEAVE, {"LTime": ltime, "Node": node,
                                                     "Prune": prune}))
-        self.ml.gossip_soon()
+        self.ml.gossip_soon(now)
         return True
 
     def set_tags(self, now: float, tags: Mapping[str, str]) -> None:
@@ -176,7 +176,7 @@ class Serf(PushPullState):
             if self._plausible(self.clock, ltime) and \
                     self._leave_intent(now, ltime, node, prune):
                 self.intents.queue(msg)
-                self.ml.gossip_soon()
+                self.ml.gossip_soon(now)
         elif t == SerfMsg.JOIN:
             ltime, node, _ = parse_intent(msg)
             self.metrics.intents_received += 1
@@ -222,7 +222,7 @@ class Serf(PushPullState):
                 del self._queries[lt]
         if not q.flags & 2:  # queryFlagNoBroadcast
             self.query_queue.queue(msg)
-            self.ml.gossip_soon()
+            self.ml.gossip_soon(now)
         self.queries.on_query(now, q)
 
     def notify_conflict(self, now: float, existing: Member, other: Addr) -> None:

@@ -49,4 +49,5 @@ class EventDedup:
 
     def newest(self, n: int) -> list[Slot]:
         """The ``n`` newest slots, oldest first."""
-        return sorted(self.slots.values(), key=lambda s: s.ltime)[-n:]
+        slots = self.slots
+        return [slots[lt] for lt in sorted(slots)[-n:]]  # int keys: no key function

@@ -53,7 +53,7 @@ class UserEvents(SerfState):
                 continue
             added += self.dedup.add(ltime, name, payload, trim=False)
         if added:
-            self._gen += 1
+            self._events_gen += 1
             self.dedup.trim()
         return added
 
@@ -70,7 +70,7 @@ class UserEvents(SerfState):
         if not self.dedup.add(ltime, name, payload):
             self.metrics.events_deduped += 1
             return False
-        self._gen += 1
+        self._events_gen += 1
         self.metrics.events_received += 1
         self._out.append(UserEvent(ltime, name, payload, cc))
         if rebroadcast:
@@ -96,7 +96,7 @@ class UserEvents(SerfState):
         if len(raw) <= wire.gossiped_user_msg_limit(self.gcfg.udp_buffer_size,
                                                     self.ml.keyring is not None):
             self.event_queue.queue(raw)
-            self.ml.gossip_soon()
+            self.ml.gossip_soon(now)
             return
         peers = [m for m in self.ml.alive_members() if m is not self.ml.local
                  and m.state is State.ALIVE]

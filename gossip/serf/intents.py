@@ -29,6 +29,7 @@ class Intents(SerfState):
             m.leave_time = 0.0
             m.addr, m.port, m.tags, m.vsn = n.addr, n.port, tags, n.vsn
         self._gen += 1
+        self._status_gen += 1
         self._out.append(MemberEvent("join", snapshot(m)))
 
     def notify_leave(self, now: float, n: Member) -> None:
@@ -46,6 +47,7 @@ class Intents(SerfState):
             return
         m.leave_time = now
         self._gen += 1
+        self._status_gen += 1
         self._out.append(MemberEvent(kind, snapshot(m)))
 
     def notify_update(self, now: float, n: Member) -> None:
@@ -59,7 +61,7 @@ class Intents(SerfState):
         self.clock.witness(ltime)
         self._join_intent(now, ltime, self.name)
         self.intents.queue(encode_msg(SerfMsg.JOIN, {"LTime": ltime, "Node": self.name}))
-        self.ml.gossip_soon()
+        self.ml.gossip_soon(now)
 
     def _upsert_intent(self, now: float, node: str, kind: SerfMsg, ltime: int) -> bool:
         old = self.recent_intents.get(node)
@@ -79,6 +81,7 @@ class Intents(SerfState):
         self._gen += 1
         if m.status is MemberStatus.LEAVING:
             m.status = MemberStatus.ALIVE
+            self._status_gen += 1
         return True
 
     def _leave_intent(self, now: float, ltime: int, node: str, prune: bool) -> bool:
@@ -93,6 +96,7 @@ class Intents(SerfState):
             return False
         m.status_ltime = ltime
         self._gen += 1
+        self._status_gen += 1
         if m.status is MemberStatus.ALIVE:
             m.status = MemberStatus.LEAVING
         elif m.status is MemberStatus.FAILED:
@@ -119,4 +123,5 @@ class Intents(SerfState):
     def _erase(self, m: SerfMember) -> None:
         self.members.pop(m.name, None)
         self._gen += 1
+        self._status_gen += 1
         self._out.append(MemberEvent("reap", snapshot(m)))

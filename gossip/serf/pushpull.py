@@ -19,18 +19,22 @@ class PushPullState(Intents, UserEvents):
     def local_state(self, join: bool) -> bytes:
         """``[2] + msgpack{LTime, StatusLTimes, LeftMembers, EventLTime, Events, QueryLTime}``.
 
-        The three big fields are packed once per change (``_gen``) and spliced into the map:
-        the bytes are the same as packing the whole dict (msgpack keeps insertion order)."""
+        The three big fields are packed once per change (the member table's ``_gen``, the
+        event buffer's ``_events_gen``: an event no longer re-packs the member table) and
+        spliced into the map: the bytes are the same as packing the whole dict (msgpack
+        keeps insertion order)."""
         if self._state_parts[0] != self._gen:
-            slots = self.dedup.newest(self.cfg.push_pull_events)
-            self._state_parts = (self._gen, (
-                wire.packb({n: m.status_ltime for n, m in self.members.items()}),
+            self._state_parts = (
+                self._gen, wire.packb({n: m.status_ltime for n, m in self.members.items()}),
                 wire.packb([n for n, m in self.members.items()
-                            if m.status is MemberStatus.LEFT]),
-                wire.packb([{"LTime": s.ltime, "Events": [{"Name": n, "Payload": p}
-                                                          for n, p in s.events]}
-                            for s in slots])))
-        status, left, events = self._state_parts[1]
+                            if m.status is MemberStatus.LEFT]))
+        if self._state_events[0] != self._events_gen:
+            slots = self.dedup.newest(self.cfg.push_pull_events)
+            self._state_events = (self._events_gen, wire.packb(
+                [{"LTime": s.ltime, "Events": [{"Name": n, "Payload": p} for n, p in s.events]}
+                 for s in slots]))
+        _, status, left = self._state_parts
+        events = self._state_events[1]
         p = wire.packb
         return b"".join((bytes([SerfMsg.PUSH_PULL, 0x86]),
                          p("LTime"), p(self.clock.time()), p("StatusLTimes"), status,

@@ -23,7 +23,7 @@ RECONNECT_SLICES = 2  # the periodic retry runs this often per interval, as like
 
 class Reconnector:
     """When to push-pull with which failed member.  It reads the Serf member table (and its
-    change counter ``gen``) when run, and asks ``push_pull(now, addr)`` for each attempt."""
+    status change counter ``gen``) when run, and asks ``push_pull(now, addr)`` for each attempt."""
 
     def __init__(self, gcfg: GossipConfig, now: float, rng: random.Random,
                  push_pull: Callable[[float, Addr], None]) -> None:
@@ -55,7 +55,7 @@ class Reconnector:
 
     def _alive_others(self, members: Mapping[str, SerfMember], gen: int) -> int:
         """How many other members are alive (at least 1: a probability's divisor); counted
-        once per change of the member table (``gen``), with the failed list."""
+        once per change of a member's status (``gen``), with the failed list."""
         self._refresh_failed(members, gen)
         return self._alive_count
 
