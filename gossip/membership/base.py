@@ -83,6 +83,10 @@ class MemberlistState:
         self._pp_ramp = math.inf
         self._candidates: list[Member] | None = None  # gossip targets, rebuilt on change
         self._pp_states: list[bytes] | None = None  # encoded member table, rebuilt on change
+        # each member's encoded push-pull state, in member-table order, and the members whose
+        # entry is stale (an ordered set: new members are appended in the order they came)
+        self._pp_enc: dict[str, bytes] = {}
+        self._pp_dirty: dict[str, None] = {name: None}
         self._candidates_until = math.inf
         self.merging_join_reply = False  # True while merging the reply to our own join
         self.admission = Admission(config, now)  # second-hand names waiting for an ack

@@ -88,7 +88,7 @@ class StateChanges(Output):
             self.admission.member_gone(m.address)
             self.admission.member_at((addr_text, a.port))
         m.addr, m.port, m.meta, m.incarnation = addr_text, a.port, a.meta, a.incarnation
-        self._pp_states = None
+        self._pp_states = self._pp_dirty[m.name] = None
         if a.vsn:
             m.vsn = a.vsn
         if was is not State.ALIVE:
@@ -114,7 +114,7 @@ class StateChanges(Output):
                    a.vsn or DEFAULT_VSN)
         self.members[a.node] = m
         self.admission.member_at(m.address)
-        self._pp_states = None
+        self._pp_states = self._pp_dirty[m.name] = None
         if self._candidates is not None:  # a new alive member is a gossip candidate
             self._candidates.append(m)
         # a random position (randint is slow for the ~N^2 inserts of a big join)
@@ -153,7 +153,7 @@ class StateChanges(Output):
         self.metrics.suspicions += 1
         m.incarnation = s.incarnation
         m.state = State.SUSPECT
-        self._pp_states = None
+        self._pp_states = self._pp_dirty[m.name] = None
         m.state_change = now
         self.queue.queue(wire.encode(s), key=m.name)
         n = len(self.members)
@@ -221,7 +221,7 @@ class StateChanges(Output):
         self.queue.queue(wire.encode(d), key=m.name)
         m.incarnation = d.incarnation
         m.state = outcome.to
-        self._pp_states = None
+        self._pp_states = self._pp_dirty[m.name] = None
         m.state_change = now
         # still a gossip candidate (it was alive or suspect) until the dead time ends; rumor
         # also gossips to the just-left (memberlist does not), so a node named in a forged
@@ -238,7 +238,7 @@ class StateChanges(Output):
         # max_incarnation_jump-sized steps, each of which we refuted)
         self.local.incarnation = min(max(self.local.incarnation + 1, accused + 1),
                                      MAX_INCARNATION)
-        self._pp_states = None
+        self._pp_states = self._pp_dirty[self.local.name] = None
         self.awareness.apply_delta(1)
         self._queue_alive(self.local)
         self.gossip_soon()
@@ -264,6 +264,8 @@ class StateChanges(Output):
             self.admission.member_gone(self.members.pop(name).address)
             self._candidates = None
             self._pp_states = None
+            self._pp_enc.pop(name, None)
+            self._pp_dirty.pop(name, None)
             self._suspicions.pop(name, None)
         if gone:
             dead = set(gone)
@@ -275,7 +277,7 @@ class StateChanges(Output):
         self.leaving = True
         self.local.state = State.LEFT
         self.local.state_change = now
-        self._pp_states = None
+        self._pp_states = self._pp_dirty[self.local.name] = None
         msg = wire.encode(wire.Dead(self.local.incarnation, self.name, self.name))
         if not self.has_live_peers():  # nobody to tell (memberlist: anyAlive)
             if done is not None:
@@ -288,6 +290,6 @@ class StateChanges(Output):
         """Re-read the delegate's meta (tags changed) and announce it with a new incarnation."""
         self.local.meta = self.delegate.node_meta(META_MAX_SIZE)
         self.local.incarnation = min(self.local.incarnation + 1, MAX_INCARNATION)
-        self._pp_states = None
+        self._pp_states = self._pp_dirty[self.local.name] = None
         self._queue_alive(self.local)
         self.gossip_soon()

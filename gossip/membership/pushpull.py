@@ -23,11 +23,16 @@ class PushPull(StateChanges):
 
     def push_pull_request(self, join: bool) -> bytes:
         states = self._pp_states  # reset to None by every change to the member table
-        if states is None:
+        if states is None:  # re-encode only the members that changed since the last one
             enc, ipb = wire.encode_node_state, wire.ip_to_bytes  # both memoised
-            states = self._pp_states = [
-                enc(m.name, ipb(m.addr), m.port, m.meta, m.incarnation, m.state, m.vsn)
-                for m in self.members.values()]
+            members, encoded = self.members, self._pp_enc
+            for name in self._pp_dirty:
+                m = members.get(name)
+                if m is not None:
+                    encoded[name] = enc(m.name, ipb(m.addr), m.port, m.meta, m.incarnation,
+                                        m.state, m.vsn)
+            self._pp_dirty.clear()
+            states = self._pp_states = list(encoded.values())
         return self._wrap_stream(wire.encode_push_pull_parts(
             join, states, self.delegate.local_state(join)))
 
