@@ -171,8 +171,14 @@ class StateChanges(Output):
         themselves; when fewer remain than a timer expects (the small side of a split, where
         the whole far side is suspect), expect only those. memberlist keeps expecting them,
         so the small side of a 2|3 split needs 16-22 s to declare the far side failed."""
-        confirmers = sum(1 for x in self.members.values() if x.state is State.ALIVE) - 1
-        if confirmers >= self.cfg.suspicion_mult - 2:
+        need, alive = self.cfg.suspicion_mult - 2, State.ALIVE
+        confirmers = -1  # alive members but us; counted only as far as ``need``
+        for x in self.members.values():
+            if x.state is alive:
+                confirmers += 1
+                if confirmers >= need:
+                    return
+        if confirmers >= need:
             return
         for name, timer in self._suspicions.items():
             if timer.cap(confirmers):
@@ -184,8 +190,14 @@ class StateChanges(Output):
         """rumor: when only a few members are alive and unsuspected (the small side of a
         split), send them ``msg`` directly: gossip spends most of its few transmissions on
         the unreachable side, so they could miss it and wait for their own timers."""
-        few = [x for x in self.members.values() if x.state is State.ALIVE and x is not self.local]
-        if len(few) < self.cfg.suspicion_mult - 2:
+        need, alive, local = self.cfg.suspicion_mult - 2, State.ALIVE, self.local
+        few: list[Member] = []
+        for x in self.members.values():
+            if x.state is alive and x is not local:
+                few.append(x)
+                if len(few) >= need:
+                    return  # enough of them: gossip reaches them
+        if len(few) < need:
             for x in few:
                 self._send_to(x.address, [msg], x)
 
