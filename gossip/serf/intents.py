@@ -24,7 +24,8 @@ class Intents(SerfState):
             self.members[n.name] = m
         else:
             if m.status is MemberStatus.FAILED and not self.left:
-                self.reconnector.welcome_back(now, self.members, (n.addr, n.port))
+                self.reconnector.welcome_back(now, self.members, (n.addr, n.port),
+                                              self._status_gen)
             m.status = MemberStatus.ALIVE
             m.leave_time = 0.0
             m.addr, m.port, m.tags, m.vsn = n.addr, n.port, tags, n.vsn

@@ -38,18 +38,26 @@ class Reconnector:
         # the member each belongs to; rebuilt with _failed
         self._soon: tuple[list[float], list[SerfMember]] = ([], [])
         self._alive_count = 1  # other members alive, with _failed
+        self._welcome = (-1, 0)  # (status counter, members alive) for welcome_back
 
     def member_failed(self, now: float) -> None:
         """A member just failed: its first early retry is due RECONNECT_SOON[0] from now."""
         self.next_due = min(self.next_due, now + RECONNECT_SOON[0])
 
-    def welcome_back(self, now: float, members: Mapping[str, SerfMember], addr: Addr) -> None:
+    def welcome_back(self, now: float, members: Mapping[str, SerfMember], addr: Addr,
+                     gen: int) -> None:
         """rumor: a failed member is alive again (often learnt by gossip, not by our own
         reconnect push-pull): push-pull with it now, about RECONNECT_FANOUT times
         cluster-wide, so the events each side fired meanwhile are exchanged at once instead
-        of at the next 30 s push-pull."""
-        alive = max(1, sum(1 for m in members.values()
-                           if m.status is MemberStatus.ALIVE) - 1)
+        of at the next 30 s push-pull.  The caller then marks that one member alive and
+        bumps the status counter ``gen`` by one: the alive count is carried over to it, so
+        a healed split's burst of returns counts the member table once, not once each."""
+        if self._welcome[0] != gen:
+            self._welcome = (gen, sum(1 for m in members.values()
+                                      if m.status is MemberStatus.ALIVE))
+        n_alive = self._welcome[1]
+        self._welcome = (gen + 1, n_alive + 1)
+        alive = max(1, n_alive - 1)
         if self.rng.random() < RECONNECT_FANOUT / alive:
             self._push_pull(now, addr)
 
@@ -62,15 +70,23 @@ class Reconnector:
     def _refresh_failed(self, members: Mapping[str, SerfMember], gen: int) -> None:
         if self._failed[0] == gen:
             return
-        failed_now = [m for m in members.values() if m.status is MemberStatus.FAILED]
+        failed_now: list[SerfMember] = []
+        alive = 0
+        failed_st, alive_st = MemberStatus.FAILED, MemberStatus.ALIVE
+        for m in members.values():
+            st = m.status
+            if st is alive_st:
+                alive += 1
+            elif st is failed_st:
+                failed_now.append(m)
         # every early retry of every failed member, in time order: each call looks only
-        # at the retries that fell due since the last one (bisect), not at every member
-        schedule = sorted(((m.leave_time + step, i, m) for i, m in enumerate(failed_now)
-                           for step in RECONNECT_SOON), key=lambda d: (d[0], d[1]))
+        # at the retries that fell due since the last one (bisect), not at every member.
+        # (time, i) is unique (i: the member's index), so the member itself is never compared
+        schedule = sorted([(m.leave_time + step, i, m) for i, m in enumerate(failed_now)
+                           for step in RECONNECT_SOON])
         self._failed = (gen, failed_now)
         self._soon = ([d[0] for d in schedule], [d[2] for d in schedule])
-        self._alive_count = max(1, sum(1 for m in members.values()
-                                       if m.status is MemberStatus.ALIVE) - 1)
+        self._alive_count = max(1, alive - 1)
 
     def run(self, now: float, members: Mapping[str, SerfMember], gen: int, left: bool) -> None:
         """rumor: a failed member is retried soon (RECONNECT_SOON after its failure, about
