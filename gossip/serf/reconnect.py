@@ -82,8 +82,9 @@ class Reconnector:
         # every early retry of every failed member, in time order: each call looks only
         # at the retries that fell due since the last one (bisect), not at every member.
         # (time, i) is unique (i: the member's index), so the member itself is never compared
-        schedule = sorted([(m.leave_time + step, i, m) for i, m in enumerate(failed_now)
-                           for step in RECONNECT_SOON])
+        # (built as one sorted run per step: the final sort then only merges the runs)
+        by_time = sorted([(m.leave_time, i, m) for i, m in enumerate(failed_now)])
+        schedule = sorted([(t + step, i, m) for step in RECONNECT_SOON for t, i, m in by_time])
         self._failed = (gen, failed_now)
         self._soon = ([d[0] for d in schedule], [d[2] for d in schedule])
         self._alive_count = max(1, alive - 1)
