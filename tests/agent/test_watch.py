@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from agent.watch import (
     backoff,
     run_handler,
 )
+from tests.agent.helpers import wait_for
 
 
 def ev(n: int, name: str = "deploy") -> dict[str, Any]:
@@ -297,18 +298,16 @@ def test_a_handler_past_the_deadline_is_killed_with_its_children(tmp_path: Path)
     pid = int(pid_file.read_text())
     # SIGKILL is queued at once but takes effect when the child next runs: on a busy machine
     # it may still show "R" for a moment; it must be a zombie or gone within a bounded wait
-    deadline = time.monotonic() + 10.0
-    state = "?"
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                state = fh.read().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return  # killed and reaped
-        if state == "Z":
-            return  # killed, not yet reaped
-        time.sleep(0.01)
-    raise AssertionError(f"the handler's child {pid} is still in state {state!r}")
+    wait_for(partial(killed, pid), 10.0, f"the handler's child {pid} to be killed")
+
+
+def killed(pid: int) -> bool:
+    """``pid`` is a zombie (killed, not yet reaped) or gone (killed and reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def test_watch_gets_the_remaining_time_and_a_timed_out_handler_is_not_a_delivery(
