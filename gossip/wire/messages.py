@@ -176,10 +176,27 @@ def encode_alive(incarnation: int, node: str, addr: bytes, port: int, meta: byte
     return encode(Alive(incarnation, node, addr, port, meta, vsn))
 
 
-@functools.lru_cache(maxsize=8192)
+# Received bytes are memoised only up to this size: gossip repeats small messages (alives,
+# suspects, deads: ~100 bytes) many times, while a hostile peer could fill a memo with large
+# unique ones (a 64 KiB body per entry); larger ones are decoded every time.
+MEMO_MAX_BYTES = 512
+
+
 def decode_body(t: int, body: bytes) -> Message:
-    """Decode one message body.  Memoised: gossip delivers the same bytes many times, and
-    messages are immutable (a DecodeError is not cached and is raised again)."""
+    """Decode one message body.  Memoised up to :data:`MEMO_MAX_BYTES`: gossip delivers the
+    same bytes many times, and messages are immutable (a DecodeError is not cached and is
+    raised again)."""
+    if len(body) <= MEMO_MAX_BYTES:
+        return _decode_body_memo(t, body)
+    return _decode_body(t, body)
+
+
+@functools.lru_cache(maxsize=8192)
+def _decode_body_memo(t: int, body: bytes) -> Message:
+    return _decode_body(t, body)
+
+
+def _decode_body(t: int, body: bytes) -> Message:
     if t == MsgType.USER:
         return UserMsg(body)
     name = MsgType(t).name.lower() if t in MsgType._value2member_map_ else str(t)

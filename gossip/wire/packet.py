@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from gossip import lzw
 from gossip.errors import DecodeError
 from gossip.wire.fields import f_bytes, f_int, packb, unpack_map
-from gossip.wire.messages import Message, MsgType, decode_body
+from gossip.wire.messages import MEMO_MAX_BYTES, Message, MsgType, _decode_body, decode_body
 
 MAX_COMPOUND_PARTS = 255
 COMPOUND_HEADER_OVERHEAD = 2  # [7][part count]
@@ -46,8 +46,9 @@ class _Nested(Exception):
     """Raised by :func:`_decode_part` for a part that is itself framed (never memoised)."""
 
 
-_PARTS: dict[bytes, Message] = {}  # memo of _decode_part, emptied when it reaches _PARTS_MAX
-_PARTS_MAX = 65536
+_PARTS: dict[bytes, Message] = {}  # memo of _decode_part (parts up to MEMO_MAX_BYTES), emptied
+# when it reaches _PARTS_MAX: at most 8 MiB of keys
+_PARTS_MAX = 16384
 
 
 def _decode_part(part: bytes) -> Message:
@@ -62,10 +63,11 @@ def _decode_part(part: bytes) -> Message:
         raise DecodeError("empty packet")
     if part[0] in _FRAMING:
         raise _Nested
-    msg = decode_body.__wrapped__(part[0], part[1:])
-    if len(_PARTS) >= _PARTS_MAX:
-        _PARTS.clear()
-    _PARTS[part] = msg
+    msg = _decode_body(part[0], part[1:])
+    if len(part) <= MEMO_MAX_BYTES:  # a large part is decoded every time (memory bound)
+        if len(_PARTS) >= _PARTS_MAX:
+            _PARTS.clear()
+        _PARTS[part] = msg
     return msg
 
 

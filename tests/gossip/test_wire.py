@@ -383,3 +383,19 @@ def test_golden_tcp_streams_parse() -> None:
         step = max(1, len(data) // 50)
         got = [parser.feed(data[i:i + step]) for i in range(0, len(data), step)]
         assert got[-1] == msg and all(g is None for g in got[:-1])
+
+
+def test_large_received_messages_are_not_memoised() -> None:
+    """Decoding memoises repeated small messages; large unique ones from a hostile peer must
+    not fill the memos (each would keep up to 64 KiB alive)."""
+    from gossip.wire import messages, packet
+
+    small = wire.encode(UserMsg(b"\x03small"))
+    before = len(packet._PARTS), messages._decode_body_memo.cache_info().currsize
+    for i in range(50):
+        big = wire.encode(UserMsg(b"\x03" + i.to_bytes(4, "big") * 2000))  # 8 KB, unique
+        assert wire.decode_packet(wire.make_compound([big, small]))[0] == UserMsg(big[1:])
+        assert wire.decode_packet(big) == [UserMsg(big[1:])]
+    assert len(packet._PARTS) <= before[0] + 1  # only the small part was added
+    assert messages._decode_body_memo.cache_info().currsize <= before[1] + 1
+    assert small in packet._PARTS
