@@ -20,6 +20,7 @@ import gc
 import heapq
 import itertools
 import math
+import pickle
 import random
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -332,6 +333,7 @@ class SerfCluster:
         self.user_events: dict[str, list[UserEvent]] = {}
         self.member_events: list[tuple[float, str, MemberEvent]] = []  # all but "join"
         self.other_deliveries: list[tuple[float, Serf, object]] = []  # e.g. NameConflict
+        self.joined_after = 0.0  # simulated seconds the join took (set by joined())
         for _ in range(n):
             self.add_node()
 
@@ -360,6 +362,15 @@ class SerfCluster:
         names = [n.name for n in self.nodes[:seeds]]
         for i, node in enumerate(self.nodes[1:], start=1):
             self.join(node, [names[i % len(names)] if i >= len(names) else names[0]])
+
+    def reseed(self, seed: int) -> None:
+        """Draw everything from ``seed`` from now on: the network (loss, delays) and every
+        node (each its own stream, as when built with that seed)."""
+        self.seed = seed
+        self.sim.seed = seed
+        self.sim.rng.seed(seed)
+        for i, node in enumerate(self.nodes):
+            node.rng.seed(seed * 1_000_003 + i)  # shared with its memberlist and reconnector
 
     # --- running and observing ---------------------------------------------------------
 
@@ -437,10 +448,29 @@ def converged(c: SerfCluster, names: set[str]) -> bool:
         for n in c.live())
 
 
+JOIN_SEED = 11  # the seed every shared join (:func:`joined`) is simulated with
+_JOINS: dict[int, bytes] = {}  # n -> that converged n-node cluster, pickled
+
+
 def joined(n: int, seed: int) -> SerfCluster:
-    """``n`` nodes that joined ``n0`` and converged (at the link's default 0 % loss)."""
-    c = SerfCluster(n, seed=seed)
-    c.join_all()
-    names = {x.name for x in c.nodes}
-    c.run_until(lambda: converged(c, names), timeout=60, step=1.0)
-    return c
+    """``n`` nodes that joined ``n0`` and converged (at the link's default 0 % loss), whose
+    network and nodes draw from ``seed`` from then on.
+
+    The join itself is shared: simulated once per process and size (with ``JOIN_SEED``), kept
+    pickled, and every call gets its own copy.  A 1,000-node join costs ~66 s of CPU and a
+    copy ~7 s, and the big scenarios all start from one.  Each call gets a copy, never the
+    original, so that every caller starts from the very same state (a set rebuilt by
+    unpickling may iterate in another order than the one it was copied from)."""
+    snap = _JOINS.get(n)
+    if snap is None:
+        c = SerfCluster(n, seed=JOIN_SEED)
+        c.join_all()
+        names = {x.name for x in c.nodes}
+        c.joined_after = c.run_until(lambda: converged(c, names), timeout=60, step=1.0)
+        with no_cyclic_gc():
+            snap = _JOINS[n] = pickle.dumps(c, protocol=pickle.HIGHEST_PROTOCOL)
+        del c
+    with no_cyclic_gc():
+        copy: SerfCluster = pickle.loads(snap)
+    copy.reseed(seed)
+    return copy
