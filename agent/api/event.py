@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Hashable
+from dataclasses import dataclass
 
 from agent.acl import Authorizer
 from agent.agent import Agent
@@ -58,6 +59,17 @@ def parse_wait(req: Request) -> float | None:
         raise HTTPError(400, "Invalid wait time") from None
 
 
+@dataclass(frozen=True, slots=True)
+class ListKey:
+    """What a parked ``/v1/event/list`` waits on and is answered with: equal keys share one
+    rendering."""
+
+    name: str | None
+    index: int
+    pretty: bool
+    reader: Authorizer | None  # None: may read every event
+
+
 def list_polls(agent: Agent) -> LongPolls:
     """The agent's parked ``/v1/event/list`` queries, keyed by (name, index, pretty, the reader's
     authorizer or None when it may read everything), answered
@@ -65,12 +77,12 @@ def list_polls(agent: Agent) -> LongPolls:
     store = agent.store
 
     def changed(key: Hashable) -> bool:
-        name, index, _, _ = key  # type: ignore[misc]
-        return store.index(name) != index
+        assert isinstance(key, ListKey)  # LongPolls keeps keys untyped; ours are all ListKeys
+        return store.index(key.name) != key.index
 
     def render(key: Hashable) -> Response:
-        name, _, is_pretty, reader = key  # type: ignore[misc]
-        return _list_response(agent, name, is_pretty, reader)
+        assert isinstance(key, ListKey)
+        return _list_response(agent, key.name, key.pretty, key.reader)
 
     def count(delta: int) -> None:
         store.parked += delta
@@ -94,7 +106,7 @@ async def list_events(agent: Agent, req: Request, polls: LongPolls | None = None
     if index > 0 and agent.store.index(name) == index:
         timeout = effective_wait(wait)
         if polls is not None:
-            return LongPoll(polls, (name, index, pretty(req), reader), timeout)
+            return LongPoll(polls, ListKey(name, index, pretty(req), reader), timeout)
         await agent.store.wait_list(name, index, timeout)
     return _list_response(agent, name, pretty(req), reader)
 

@@ -18,7 +18,15 @@ import msgpack
 from gossip.errors import DecodeError
 from gossip.state import State
 from gossip.wire.fields import f_bool, f_bytes, f_int, f_str, nil_if_empty, packb, unpack_map
-from gossip.wire.messages import Message, MsgType, PushNodeState, PushPull, UserMsg, decode_body
+from gossip.wire.messages import (
+    MEMO_MAX_BYTES,
+    Message,
+    MsgType,
+    PushNodeState,
+    PushPull,
+    UserMsg,
+    decode_body,
+)
 from gossip.wire.packet import decode_compressed
 
 MAX_STREAM_BYTES = 20 * 1024 * 1024  # memberlist maxPushStateBytes
@@ -174,9 +182,21 @@ def _parse_plain(buf: bytes) -> StreamMessage | None:
     return _Plain().feed(buf)
 
 
-@functools.lru_cache(maxsize=65536)
 def _node_state(raw: bytes) -> PushNodeState:
-    """One msgpack ``pushNodeState``, memoised on its bytes (peers repeat unchanged states)."""
+    """One msgpack ``pushNodeState``, memoised on its bytes up to :data:`MEMO_MAX_BYTES`
+    (peers repeat unchanged states; larger ones, e.g. with a big Meta, are decoded every time
+    so a hostile peer cannot keep them alive in the memo)."""
+    if len(raw) <= MEMO_MAX_BYTES:
+        return _node_state_memo(raw)
+    return _decode_node_state(raw)
+
+
+@functools.lru_cache(maxsize=65536)
+def _node_state_memo(raw: bytes) -> PushNodeState:
+    return _decode_node_state(raw)
+
+
+def _decode_node_state(raw: bytes) -> PushNodeState:
     w = "push node state"
     m = unpack_map(raw, w)
     if f_int(m, b"State", w, bits=8) > State.LEFT:

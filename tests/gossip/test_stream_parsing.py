@@ -29,7 +29,7 @@ def chunked(data: bytes, size: int) -> list[bytes]:
 def test_each_node_state_is_decoded_once_whatever_the_chunking(size: int) -> None:
     n = 20_000 if size >= 1400 else 300
     data = flood(n)
-    wire_stream._node_state.cache_clear()
+    wire_stream._node_state_memo.cache_clear()
     parser = wire.StreamParser()
     parts = chunked(data, size)
     for part in parts[:-1]:
@@ -37,7 +37,7 @@ def test_each_node_state_is_decoded_once_whatever_the_chunking(size: int) -> Non
     msg = parser.feed(parts[-1])
     assert msg is not None and msg.push_pull is not None
     assert len(msg.push_pull.nodes) == n and msg.push_pull.user_state == b"user-state"
-    info = wire_stream._node_state.cache_info()
+    info = wire_stream._node_state_memo.cache_info()
     assert info.hits + info.misses == n  # re-parsing per chunk made this ~n * chunks / 2
 
 

@@ -399,3 +399,22 @@ def test_large_received_messages_are_not_memoised() -> None:
     assert len(packet._PARTS) <= before[0] + 1  # only the small part was added
     assert messages._decode_body_memo.cache_info().currsize <= before[1] + 1
     assert small in packet._PARTS
+
+
+def test_large_received_node_states_are_not_memoised() -> None:
+    """Push-pull node states are memoised like the messages above, and likewise only small
+    ones: a hostile peer's large unique states (a big Meta) must not stay alive in the memo."""
+    from gossip.wire import stream
+
+    def state(name: str, meta: bytes) -> PushNodeState:
+        return PushNodeState(name, bytes([10, 0, 0, 1]), 7946, meta, 1, State.ALIVE, VSN)
+
+    small = state("small", b"")
+    before = stream._node_state_memo.cache_info()
+    for i in range(50):
+        big = state(f"big-{i}", i.to_bytes(4, "big") * 2000)  # 8 KB, unique
+        pp = PushPull(False, (big, small), b"")
+        assert wire.parse_stream(wire.encode_push_pull(pp)).push_pull == pp
+    after = stream._node_state_memo.cache_info()
+    assert after.currsize <= before.currsize + 1  # only the small state was added
+    assert after.hits >= before.hits + 49  # and it is served from the memo
