@@ -62,10 +62,9 @@ class SerfState(Delegate):
         self._next_queue_check = now + 30.0
         self._burst_start, self._burst_new = -math.inf, 0  # burst detection for _spread
         # change counters: every change to the member table (statuses, status LTimes) bumps
-        # _gen, one to a member's status also _status_gen (all the reconnector reads), one to
-        # the event buffer _events_gen; each cached derivative is rebuilt only for its own
+        # _gen, one to the event buffer _events_gen; each cached derivative is rebuilt only
+        # for its own.  The reconnector is told of each status change itself (changed/erased)
         self._gen = 0
-        self._status_gen = 0
         self._events_gen = 0
         self._state_parts: tuple[int, bytes, bytes] = (-1, b"", b"")  # StatusLTimes, LeftMembers
         self._state_events: tuple[int, bytes] = (-1, b"")  # Events

@@ -68,7 +68,7 @@ class Serf(PushPullState):
             self._next_reap = now + self.cfg.reap_interval
             self._reap(now)
         if now >= self.reconnector.next_due:
-            self.reconnector.run(now, self.members, self._status_gen, self.left)
+            self.reconnector.run(now, self.left)
         if now >= self._next_queue_check:
             self._next_queue_check = now + 30.0
             for q in (self.intents, self.event_queue, self.query_queue):

@@ -24,13 +24,12 @@ class Intents(SerfState):
             self.members[n.name] = m
         else:
             if m.status is MemberStatus.FAILED and not self.left:
-                self.reconnector.welcome_back(now, self.members, (n.addr, n.port),
-                                              self._status_gen)
+                self.reconnector.welcome_back(now, (n.addr, n.port))
             m.status = MemberStatus.ALIVE
             m.leave_time = 0.0
             m.addr, m.port, m.tags, m.vsn = n.addr, n.port, tags, n.vsn
         self._gen += 1
-        self._status_gen += 1
+        self.reconnector.changed(m)
         self._out.append(MemberEvent("join", snapshot(m)))
 
     def notify_leave(self, now: float, n: Member) -> None:
@@ -43,12 +42,11 @@ class Intents(SerfState):
         elif m.status is MemberStatus.ALIVE:
             m.status = MemberStatus.FAILED
             kind = "failed"
-            self.reconnector.member_failed(now)
         else:
             return
         m.leave_time = now
         self._gen += 1
-        self._status_gen += 1
+        self.reconnector.changed(m)
         self._out.append(MemberEvent(kind, snapshot(m)))
 
     def notify_update(self, now: float, n: Member) -> None:
@@ -82,7 +80,7 @@ class Intents(SerfState):
         self._gen += 1
         if m.status is MemberStatus.LEAVING:
             m.status = MemberStatus.ALIVE
-            self._status_gen += 1
+            self.reconnector.changed(m)
         return True
 
     def _leave_intent(self, now: float, ltime: int, node: str, prune: bool) -> bool:
@@ -97,7 +95,6 @@ class Intents(SerfState):
             return False
         m.status_ltime = ltime
         self._gen += 1
-        self._status_gen += 1
         if m.status is MemberStatus.ALIVE:
             m.status = MemberStatus.LEAVING
         elif m.status is MemberStatus.FAILED:
@@ -105,6 +102,7 @@ class Intents(SerfState):
             self._out.append(MemberEvent("leave", snapshot(m)))
         elif m.status not in (MemberStatus.LEAVING, MemberStatus.LEFT):
             return False
+        self.reconnector.changed(m)
         if prune and m.status is MemberStatus.LEFT:
             self._erase(m)
         return True
@@ -124,5 +122,5 @@ class Intents(SerfState):
     def _erase(self, m: SerfMember) -> None:
         self.members.pop(m.name, None)
         self._gen += 1
-        self._status_gen += 1
+        self.reconnector.erased(m)
         self._out.append(MemberEvent("reap", snapshot(m)))

@@ -26,6 +26,7 @@ from gossip.serf import (
     decode_tags,
     encode_tags,
 )
+from gossip.serf.reconnect import RECONNECT_SOON
 from gossip.state import State
 
 GOLDEN = Path(__file__).parents[1] / "golden"
@@ -150,6 +151,57 @@ def test_a_leave_intent_about_us_is_refuted() -> None:
 
 def test_force_leave_of_unknown_member() -> None:
     assert not serf().force_leave(0.0, "ghost")
+
+
+# --- the reconnector's view of the member table ----------------------------------------------
+
+
+def _recount(s: Serf) -> tuple[int, list[int], list[float], list[int]]:
+    """From the whole member table: other members alive (at least 1), the failed members in
+    table order, and their early retries' due times and members (ties in table order)."""
+    ms = list(s.members.values())
+    failed = [m for m in ms if m.status is MemberStatus.FAILED]
+    alive = sum(1 for m in ms if m.status is MemberStatus.ALIVE)
+    sched = sorted((m.leave_time + step, i) for i, m in enumerate(failed)
+                   for step in RECONNECT_SOON)
+    return (max(1, alive - 1), [id(m) for m in failed], [t for t, _ in sched],
+            [id(failed[i]) for _, i in sched])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_reconnector_counts_follow_the_member_table(seed: int) -> None:
+    """Joins, failures, returns, leave intents, leaves, reaps and re-joins of a reaped name in
+    random order: after each, the reconnector's incrementally kept counts equal a recount."""
+    rng = random.Random(seed)
+    s = serf(config=SerfConfig(reconnect_timeout=3.0, tombstone_timeout=4.0))
+    r = s.reconnector
+    names = [f"m{i}" for i in range(12)]
+    ltime, now = 10, 0.0
+    for _ in range(400):
+        now += rng.choice((0.0, 0.25, 0.5, 1.0))  # equal times: ties between members' retries
+        name = rng.choice(names)
+        m = member(name, 2 + names.index(name))
+        op = rng.randrange(6)
+        if op == 0:
+            s.notify_join(now, m)  # new, or alive again (after failing, leaving or left)
+        elif op in (1, 2):
+            m.state = State.DEAD if op == 1 else State.LEFT
+            s.notify_leave(now, m)  # alive -> failed, leaving -> left
+        elif op == 3:
+            ltime += 1
+            kind = rng.choice((SerfMsg.JOIN, SerfMsg.LEAVE))
+            s.notify_msg(now, msg(kind, LTime=ltime, Node=name, Prune=rng.random() < 0.2))
+        elif op == 4:
+            s._reap(now)
+        else:
+            before = r.next_due
+            s.notify_leave(now, m)
+            if name in s.members and s.members[name].status is MemberStatus.FAILED \
+                    and s.members[name].leave_time == now:
+                assert r.next_due == min(before, now + RECONNECT_SOON[0])
+        assert (r._alive_others, [id(x) for x in r._failed], r._dues,
+                [id(x) for x in r._whose]) == _recount(s)
+    s.take_deliveries()
 
 
 # --- events ------------------------------------------------------------------------------------

@@ -4,11 +4,11 @@ under 20% packet loss over ten simulated minutes, and a two-way partition that h
 Sizes: the convergence test always runs 1,000 nodes (8 s simulated; ~75 s of CPU and 1.2 GB
 on the 2-core development machine, measured 2026-11-25).  The loss and partition scenarios
 run ``N_LOSS`` / ``N_PARTITION`` nodes by default: at 1,000 nodes they pass too but take
-~300 s (ten simulated minutes of probing at 20% loss) and ~400 s (500 x 500 suspicions,
-deaths and refutations) of CPU in this pure-Python simulator.  ``RUMOR_SIM_FULL=1`` (CI) runs
-the loss scenario at 1,000 and the partition at 500: since failed members are retried early
-(0.5-4 s after failing), a 500|500 split keeps every node's reconnect bookkeeping busy and
-the 1,000-node partition no longer fits its CI deadline (measured 2026-11-25; open work).
+~225 s (ten simulated minutes of probing at 20% loss) and ~410 s (500 x 500 suspicions,
+deaths, refutations and the early reconnects of a split) of CPU in this pure-Python
+simulator.  ``RUMOR_SIM_FULL=1`` (CI) runs the loss scenario at 1,000 and the partition at
+500 (~80 s of CPU): the 1,000-node partition, now spent almost all in memberlist, still does
+not fit CI's 20 minutes beside the rest (measured 2026-11-25; open work).
 
 Every run is reproducible from its seed (checked by ``test_same_seed_same_run``).
 """
