@@ -18,6 +18,15 @@ from gossip.state import Action, Kind, State, decide
 from gossip.suspicion import Suspicion, suspicion_timeout
 
 
+def old_accusation(state: State, known_inc: int, inc: int) -> bool:
+    """A suspect or dead message (or a push-pull's suspect, dead or left entry) carrying
+    ``inc`` about another member we hold in ``state`` at ``known_inc`` changes nothing: it is
+    older than what we know, or the member is already dead or left (both final until a newer
+    alive).  The fast path of ``_suspect`` and ``_dead``: exactly their early returns for a
+    known member that is not us, checked before building or dispatching the message."""
+    return inc < known_inc or (inc == known_inc and (state is State.DEAD or state is State.LEFT))
+
+
 class StateChanges(Output):
     def _sus_live(self, entry: tuple[float, int, str, Suspicion]) -> bool:
         s = entry[3]

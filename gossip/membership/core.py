@@ -9,6 +9,7 @@ import random
 from gossip import wire
 from gossip.config import DEFAULT_VSN, Addr, GossipConfig
 from gossip.errors import DecodeError
+from gossip.membership.changes import old_accusation
 from gossip.membership.member import Delegate, WireCipher
 from gossip.membership.probing import Probing
 from gossip.membership.pushpull import PushPull
@@ -64,6 +65,7 @@ class Memberlist(Probing, PushPull):
             self.metrics.decode_errors += 1
             raise
         members, local, alive, left = self.members, self.local, wire.Alive, State.LEFT
+        suspect, dead = wire.Suspect, wire.Dead
         error: DecodeError | None = None
         self.admission.begin_message()
         self._vouched = self.admission.vouches(src)
@@ -72,6 +74,11 @@ class Memberlist(Probing, PushPull):
                 m = members.get(msg.node)
                 if m is not None and m is not local and m.state is not left and \
                         msg.incarnation <= m.incarnation:
+                    continue
+            elif type(msg) is suspect or type(msg) is dead:  # old news too (a split: ~N^2)
+                m = members.get(msg.node)
+                if m is not None and m is not local and \
+                        old_accusation(m.state, m.incarnation, msg.incarnation):
                     continue
             try:
                 self._handle(now, src, msg)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from gossip import wire
 from gossip.config import Addr
 from gossip.errors import DecodeError
-from gossip.membership.changes import StateChanges
+from gossip.membership.changes import StateChanges, old_accusation
 from gossip.state import State
 from gossip.wire import MsgType, StreamMessage
 
@@ -83,10 +83,12 @@ class PushPull(StateChanges):
         members, local, alive, left = self.members, self.local, State.ALIVE, State.LEFT
         self.admission.begin_message()
         for r in pp.nodes:
-            if r.state == alive:  # fast path: the same early return as _alive's
-                m = members.get(r.name)
-                if m is not None and m is not local and r.incarnation <= m.incarnation and \
-                        m.state is not left:
+            m = members.get(r.name)  # fast paths: the same early returns as _alive's, ...
+            if m is not None and m is not local:
+                if r.state == alive:
+                    if r.incarnation <= m.incarnation and m.state is not left:
+                        continue
+                elif old_accusation(m.state, m.incarnation, r.incarnation):  # ... _suspect's
                     continue
             try:
                 addr = wire.ip_from_bytes(r.addr)
