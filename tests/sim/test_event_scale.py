@@ -12,7 +12,7 @@ The cluster first settles (past the catch-up push-pulls after joining, and every
 broadcast sent): events fired during a join storm wait behind its membership gossip.
 
 Size: ``N`` = 128 by default; ``RUMOR_SIM_FULL=1`` (CI) runs 1,000 nodes, most of whose CPU
-time is forming the cluster (see tests/sim/test_scale.py).  Same seed, same run
+time is the join (shared: ``joined`` in tests/sim/cluster.py) and its settling.  Same seed, same run
 (``test_same_seed_same_burst``).
 """
 
