@@ -58,6 +58,7 @@ class SerfState(Delegate):
         self.left = False
         self.gcfg = gossip or GossipConfig()
         self._next_reap = now + self.cfg.reap_interval
+        self._reap_after = (-1, 0.0)  # (_gen, earliest expiry) of the last reap scan
         self.reconnector = Reconnector(self.gcfg, now, rng, self._push_pull_with)
         self._next_queue_check = now + 30.0
         self._burst_start, self._burst_new = -math.inf, 0  # burst detection for _spread

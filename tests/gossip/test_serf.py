@@ -140,6 +140,37 @@ def test_failure_without_intent_is_failed_and_a_late_leave_makes_it_left() -> No
     assert kinds == ["join", "failed", "leave", "reap"]
 
 
+def test_failed_and_left_members_are_reaped_once_due_even_if_nothing_changes_meanwhile() -> None:
+    """The reaper skips its member scan while the table is unchanged and nothing can be due;
+    a member still goes exactly when its timeout has passed, checked every reap_interval."""
+    s = serf(config=SerfConfig(reconnect_timeout=100.0, tombstone_timeout=40.0,
+                               reap_interval=15.0))
+    for name, n in (("b", 2), ("c", 3), ("d", 4)):
+        s.notify_join(0.0, member(name, n))
+    for name, state, t in (("b", State.DEAD, 1.0), ("c", State.LEFT, 2.0)):
+        m = member(name)
+        m.state = state
+        if state is State.LEFT:
+            s.notify_msg(t, msg(SerfMsg.LEAVE, LTime=5, Node=name, Prune=False))
+        s.notify_leave(t, m)
+    assert s.members["b"].status is MemberStatus.FAILED
+    assert s.members["c"].status is MemberStatus.LEFT
+    s.take_deliveries()
+    reaped: list[tuple[float, str]] = []
+    t = 0.0
+    while t < 130.0:  # the core's own ticks at every reap_interval
+        t = s.next_deadline() if s.next_deadline() > t else t + 0.5
+        s.tick(t)
+        reaped += [(t, d.member.name) for d in s.take_deliveries()
+                   if isinstance(d, MemberEvent) and d.kind == "reap"]
+    # c (left at 2 s, tombstone 40 s) at the first reap after 42 s, b (failed at 1 s,
+    # reconnect 100 s) at the first after 101 s; d, alive, never
+    assert [name for _, name in reaped] == ["c", "b"]
+    (tc, _), (tb, _) = reaped
+    assert 42.0 < tc <= 42.0 + 15.0 and 101.0 < tb <= 101.0 + 15.0
+    assert set(s.members) == {"me", "d"}
+
+
 def test_a_leave_intent_about_us_is_refuted() -> None:
     s = serf()
     s.notify_msg(0.0, msg(SerfMsg.LEAVE, LTime=5, Node="me", Prune=False))
