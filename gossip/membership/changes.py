@@ -140,7 +140,15 @@ class StateChanges(Output):
 
     def _suspect(self, now: float, s: wire.Suspect) -> None:
         m = self.members.get(s.node)
-        if m is None or self._implausible(m, s.incarnation):
+        if m is None:
+            return
+        if m.state is State.SUSPECT and m is not self.local and \
+                0 <= s.incarnation - m.incarnation <= self.cfg.max_incarnation_jump:
+            # the common case while a split settles: another accuser of a member we already
+            # suspect (what decide() answers for SUSPECT + suspect at >= our incarnation)
+            self._confirm(now, m, s)
+            return
+        if self._implausible(m, s.incarnation):
             return
         if s.incarnation < m.incarnation:
             if m is self.local:
@@ -152,10 +160,7 @@ class StateChanges(Output):
             return
         outcome = decide(m.state, m.incarnation, Kind.SUSPECT, s.incarnation)
         if outcome.action is Action.CONFIRM:
-            timer = self._suspicions.get(m.name)
-            if timer is not None and timer.confirm(now, s.sender):
-                self._sus_push(m.name, timer)
-                self.queue.queue(wire.encode(s), key=m.name)
+            self._confirm(now, m, s)
             return
         if outcome.action is not Action.MOVE:
             return
@@ -174,6 +179,13 @@ class StateChanges(Output):
         self._suspicions[m.name] = timer
         self._sus_push(m.name, timer)
         self._cap_confirmations()
+
+    def _confirm(self, now: float, m: Member, s: wire.Suspect) -> None:
+        """Lifeguard: a new accuser of a member we suspect shortens its timer; re-gossiped."""
+        timer = self._suspicions.get(m.name)
+        if timer is not None and timer.confirm(now, s.sender):
+            self._sus_push(m.name, timer)
+            self.queue.queue(wire.encode(s), key=m.name)
 
     def _cap_confirmations(self) -> None:
         """rumor: confirmations can only come from members that are alive and not suspected
