@@ -138,29 +138,32 @@ class StateChanges(Output):
             ping = wire.encode(wire.Ping(seq, p.alive.node, src, self.local.port, self.name))
             self._send_to((p.addr, p.alive.port), [ping])
 
-    def _suspect(self, now: float, s: wire.Suspect) -> None:
-        m = self.members.get(s.node)
-        if m is None:
-            return
-        if m.state is State.SUSPECT and m is not self.local and \
-                0 <= s.incarnation - m.incarnation <= self.cfg.max_incarnation_jump:
-            # the common case while a split settles: another accuser of a member we already
-            # suspect (what decide() answers for SUSPECT + suspect at >= our incarnation)
-            self._confirm(now, m, s)
-            return
-        if self._implausible(m, s.incarnation):
-            return
-        if s.incarnation < m.incarnation:
+    def _accusation_ends_here(self, m: Member, inc: int) -> bool:
+        """The checks a suspect or dead message about known member ``m`` passes before its
+        transition: True if it was implausible (counted), older than what we hold (a stale
+        one about us makes us reassert), or about us (refuted unless we are leaving)."""
+        if self._implausible(m, inc):
+            return True
+        if inc < m.incarnation:
             if m is self.local:
                 self._reassert()
-            return
+            return True
         if m is self.local:
             if not self.leaving:
-                self._refute(s.incarnation)
+                self._refute(inc)
+            return True
+        return False
+
+    def _suspect(self, now: float, s: wire.Suspect) -> None:
+        m = self.members.get(s.node)
+        if m is None or self._accusation_ends_here(m, s.incarnation):
             return
         outcome = decide(m.state, m.incarnation, Kind.SUSPECT, s.incarnation)
-        if outcome.action is Action.CONFIRM:
-            self._confirm(now, m, s)
+        if outcome.action is Action.CONFIRM:  # Lifeguard: a new accuser shortens the timer
+            timer = self._suspicions.get(m.name)
+            if timer is not None and timer.confirm(now, s.sender):
+                self._sus_push(m.name, timer)
+                self.queue.queue(wire.encode(s), key=m.name)
             return
         if outcome.action is not Action.MOVE:
             return
@@ -179,13 +182,6 @@ class StateChanges(Output):
         self._suspicions[m.name] = timer
         self._sus_push(m.name, timer)
         self._cap_confirmations()
-
-    def _confirm(self, now: float, m: Member, s: wire.Suspect) -> None:
-        """Lifeguard: a new accuser of a member we suspect shortens its timer; re-gossiped."""
-        timer = self._suspicions.get(m.name)
-        if timer is not None and timer.confirm(now, s.sender):
-            self._sus_push(m.name, timer)
-            self.queue.queue(wire.encode(s), key=m.name)
 
     def _cap_confirmations(self) -> None:
         """rumor: confirmations can only come from members that are alive and not suspected
@@ -236,15 +232,7 @@ class StateChanges(Output):
         if m is None:
             self.admission.forget(d.node)  # it left (or died) before we could verify it
             return
-        if self._implausible(m, d.incarnation):
-            return
-        if d.incarnation < m.incarnation:
-            if m is self.local:
-                self._reassert()
-            return
-        if m is self.local:
-            if not self.leaving:
-                self._refute(d.incarnation)
+        if self._accusation_ends_here(m, d.incarnation):
             return
         graceful = d.sender == d.node
         outcome = decide(m.state, m.incarnation, Kind.DEAD, d.incarnation, graceful)
