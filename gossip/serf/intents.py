@@ -116,18 +116,16 @@ class Intents(SerfState):
         gen, due = self._reap_after
         if gen != self._gen or now + 1.0 >= due:
             due = math.inf
-            failed, left = MemberStatus.FAILED, MemberStatus.LEFT
+            timeouts = {MemberStatus.FAILED: self.cfg.reconnect_timeout,
+                        MemberStatus.LEFT: self.cfg.tombstone_timeout}
             for m in list(self.members.values()):
-                if m.status is failed:
-                    if now - m.leave_time > self.cfg.reconnect_timeout:
-                        self._erase(m)
-                    else:
-                        due = min(due, m.leave_time + self.cfg.reconnect_timeout)
-                elif m.status is left:
-                    if now - m.leave_time > self.cfg.tombstone_timeout:
-                        self._erase(m)
-                    else:
-                        due = min(due, m.leave_time + self.cfg.tombstone_timeout)
+                timeout = timeouts.get(m.status)
+                if timeout is None:
+                    continue
+                if now - m.leave_time > timeout:
+                    self._erase(m)
+                else:
+                    due = min(due, m.leave_time + timeout)
             self._reap_after = (self._gen, due)
         for node, (_, _, t) in list(self.recent_intents.items()):
             if now - t > self.cfg.recent_intent_timeout:
